@@ -1,0 +1,113 @@
+//! The HTTP face of the service: routes, authentication, metrics middleware. It speaks only the
+//! runtime domain (`crate::runtime`) and knows nothing of where runtimes run.
+
+pub mod error;
+mod handlers;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::runtime::Backend;
+use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
+use error::ApiError;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Arc<dyn Backend>,
+    pub metrics: Metrics,
+    pub registry_prefix: Arc<str>,
+    pub default_image: Arc<str>,
+    /// SHA-256 of the API key: comparing digests is constant-time whatever the lengths.
+    api_key_digest: [u8; 32],
+}
+
+impl AppState {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        metrics: Metrics,
+        api_key: &str,
+        registry_prefix: &str,
+        default_image: &str,
+    ) -> Self {
+        AppState {
+            backend,
+            metrics,
+            registry_prefix: registry_prefix.into(),
+            default_image: default_image.into(),
+            api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
+        }
+    }
+
+    fn key_matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.api_key_digest).into()
+    }
+}
+
+/// The whole API. Health and metrics endpoints are public; everything else needs `X-API-Key`.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let protected = Router::new()
+        .route("/start", post(handlers::start))
+        .route("/stop", post(handlers::stop))
+        .route("/pause", post(handlers::pause))
+        .route("/resume", post(handlers::resume))
+        .route("/list", get(handlers::list))
+        .route("/runtime/{runtime_id}", get(handlers::get_runtime))
+        .route("/sessions/batch", get(handlers::sessions_batch))
+        .route("/sessions/{session_id}", get(handlers::get_session))
+        .route("/registry_prefix", get(handlers::registry_prefix))
+        .route("/image_exists", get(handlers::image_exists))
+        .route("/build", post(handlers::build))
+        .route("/build_status", get(handlers::build))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let public = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/livez", get(handlers::health))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics));
+    protected
+        .merge(public)
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req.headers().get("x-api-key").map(|v| v.as_bytes());
+    match presented {
+        Some(key) if state.key_matches(key) => next.run(req).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// Counts requests by route template (never the raw path: ids would explode cardinality).
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels { method, route: route.clone(), code: response.status().as_u16() })
+        .inc();
+    state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed);
+    response
+}

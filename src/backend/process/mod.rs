@@ -1,0 +1,537 @@
+//! The process backend: each runtime is a local child process running the OpenHands agent server.
+//!
+//! It exists so the service can be tried on one machine and so the contract can be proven end to
+//! end with the real client and agent server. Records are persisted under `STATE_DIR`; processes
+//! run in their own process groups and outlive a service restart, which re-adopts them.
+
+mod launch;
+mod record;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use self::launch::Prober;
+use self::record::{ProcessId, Record, RuntimeDir};
+use crate::runtime::env::{Injected, sandbox_environment};
+use crate::runtime::{
+    Backend, BackendError, BackendResult, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
+    ids,
+};
+use crate::telemetry::Metrics;
+
+/// How long a stopping agent server gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Probe cadence while waiting for a new agent server, and once it is up.
+const PROBE_FAST: Duration = Duration::from_millis(100);
+const PROBE_STEADY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    pub state_dir: PathBuf,
+    /// Shell command template (see `PROCESS_AGENT_COMMAND`).
+    pub agent_command: String,
+    pub app_server_url: Option<String>,
+    pub app_server_public_url: Option<String>,
+    pub rotate_key_on_resume: bool,
+}
+
+#[derive(Clone)]
+pub struct ProcessBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ProcessSettings,
+    state: Mutex<State>,
+    /// Serialises `/start` so concurrent duplicates for one session create one runtime.
+    start_lock: tokio::sync::Mutex<()>,
+    prober: Prober,
+    metrics: Metrics,
+    /// Holds the advisory lock on `STATE_DIR` for the life of the service.
+    _lock_file: std::fs::File,
+}
+
+#[derive(Default)]
+struct State {
+    runtimes: HashMap<String, Entry>,
+    /// session id -> runtime id of the session's current runtime.
+    sessions: HashMap<String, String>,
+}
+
+struct Entry {
+    record: Record,
+    dir: RuntimeDir,
+    /// Bumped at every launch, pause and stop, so tasks watching an older process stand down.
+    generation: u64,
+    running: Option<Running>,
+    ready: bool,
+    failure: Option<String>,
+    /// Serialises pause/resume/stop of this runtime.
+    op_lock: Arc<tokio::sync::Mutex<()>>,
+    launched_at: Instant,
+}
+
+struct Running {
+    pid: u32,
+    exited: watch::Receiver<bool>,
+}
+
+impl Entry {
+    fn new(record: Record, dir: RuntimeDir) -> Self {
+        Entry {
+            record,
+            dir,
+            generation: 0,
+            running: None,
+            ready: false,
+            failure: None,
+            op_lock: Arc::default(),
+            launched_at: Instant::now(),
+        }
+    }
+
+    fn view(&self) -> Runtime {
+        let (status, pod_status, status_detail) =
+            derive_status(self.record.paused, self.failure.as_deref(), self.running.is_some(), self.ready);
+        let ports = self.record.ports;
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        Runtime {
+            runtime_id: self.record.runtime_id.clone(),
+            session_id: self.record.spec.session_id.clone(),
+            url: url(ports.agent),
+            session_api_key: self.record.session_api_key.clone(),
+            status,
+            pod_status,
+            work_hosts: [(url(ports.worker_1), ports.worker_1), (url(ports.worker_2), ports.worker_2)]
+                .into_iter()
+                .collect(),
+            vscode_url: Some(url(ports.vscode)),
+            restart_count: 0,
+            restart_reasons: Vec::new(),
+            status_detail,
+            created_at: self.record.created_at.clone(),
+            image: self.record.spec.image.clone(),
+            resource_factor: self.record.spec.resource_factor,
+        }
+    }
+}
+
+/// The contract's two status fields and a detail, from what the backend knows of a process.
+fn derive_status(
+    paused: bool,
+    failure: Option<&str>,
+    running: bool,
+    ready: bool,
+) -> (Status, PodStatus, Option<String>) {
+    match (paused, failure, running, ready) {
+        (true, _, _, _) => (Status::Paused, PodStatus::NotFound, None),
+        (false, Some(detail), _, _) => (Status::Error, PodStatus::Failed, Some(detail.to_string())),
+        (false, None, true, true) => (Status::Running, PodStatus::Ready, None),
+        (false, None, true, false) => (Status::Starting, PodStatus::Pending, None),
+        (false, None, false, _) => (Status::Error, PodStatus::Unknown, Some("agent server is not running".into())),
+    }
+}
+
+fn internal(context: &str) -> impl Fn(std::io::Error) -> BackendError + '_ {
+    move |e| BackendError::Internal(format!("{context}: {e}"))
+}
+
+fn not_found(runtime_id: &str) -> BackendError {
+    BackendError::NotFound(format!("runtime {runtime_id} not found"))
+}
+
+impl ProcessBackend {
+    /// Opens `STATE_DIR`, loads every record and re-adopts agent servers that are still running.
+    /// Must run inside a Tokio runtime.
+    pub fn open(settings: ProcessSettings, metrics: Metrics) -> std::io::Result<Self> {
+        let runtimes_dir = settings.state_dir.join("runtimes");
+        std::fs::create_dir_all(&runtimes_dir)?;
+        let lock_file = lock_state_dir(&settings.state_dir)?;
+        let trash = settings.state_dir.join("trash");
+        if trash.exists() {
+            std::fs::remove_dir_all(&trash)?;
+        }
+        let inner = Arc::new(Inner {
+            settings,
+            state: Mutex::default(),
+            start_lock: tokio::sync::Mutex::new(()),
+            prober: Prober::default(),
+            metrics,
+            _lock_file: lock_file,
+        });
+        let mut loaded = Vec::new();
+        for dir_entry in std::fs::read_dir(&runtimes_dir)? {
+            let dir = RuntimeDir(dir_entry?.path());
+            match record::load(&dir.record()) {
+                Ok(record) => loaded.push((record, dir)),
+                Err(e) => tracing::warn!(path = %dir.0.display(), error = %e, "skipping unreadable runtime record"),
+            }
+        }
+        {
+            let mut state = inner.lock();
+            for (record, dir) in loaded {
+                let mut entry = Entry::new(record, dir);
+                let id = entry.record.runtime_id.clone();
+                if !entry.record.paused {
+                    match entry.record.process.filter(|p| record::is_alive(*p)) {
+                        Some(process) => inner.adopt(&mut entry, process),
+                        None => {
+                            entry.failure = Some(
+                                "agent server is not running: it exited while the service was down; resume the runtime to start it again"
+                                    .into(),
+                            )
+                        }
+                    }
+                }
+                tracing::info!(runtime_id = %id, session_id = %entry.record.spec.session_id, status = entry.view().status.as_str(), "loaded runtime");
+                state.sessions.insert(entry.record.spec.session_id.clone(), id.clone());
+                state.runtimes.insert(id, entry);
+            }
+        }
+        Ok(ProcessBackend { inner })
+    }
+
+    fn op_lock(&self, runtime_id: &str) -> BackendResult<Arc<tokio::sync::Mutex<()>>> {
+        self.inner.lock().runtimes.get(runtime_id).map(|e| e.op_lock.clone()).ok_or_else(|| not_found(runtime_id))
+    }
+
+    fn view(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        self.inner.lock().runtimes.get(runtime_id).map(Entry::view).ok_or_else(|| not_found(runtime_id))
+    }
+}
+
+/// One service per `STATE_DIR`: two would fight over the same processes and files.
+fn lock_state_dir(state_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("lock"))?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!(
+            "STATE_DIR {} is in use by another runtime-api process",
+            state_dir.display()
+        )));
+    }
+    Ok(file)
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere; the state itself is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the entry's agent server. Failures become the entry's `failure`, not an error:
+    /// the runtime exists and reports why it is not running.
+    fn launch(self: &Arc<Self>, entry: &mut Entry) {
+        entry.generation += 1;
+        entry.ready = false;
+        entry.failure = None;
+        entry.running = None;
+        entry.record.process = None;
+        entry.launched_at = Instant::now();
+        let ports = entry.record.ports;
+        if let Some(port) = launch::port_in_use(ports) {
+            entry.failure = Some(format!("port {port} of this runtime is in use by another process"));
+            return;
+        }
+        let injected = Injected {
+            session_key: &entry.record.session_api_key,
+            app_server_url: self.settings.app_server_url.as_deref(),
+            app_server_public_url: self.settings.app_server_public_url.as_deref(),
+            ports,
+            vscode_base_path: None,
+        };
+        let sandbox_env = sandbox_environment(&entry.record.spec.environment, &injected);
+        let env = launch::process_environment(|name| std::env::var(name).ok(), &entry.dir.home(), &sandbox_env);
+        let command = launch::render_command(
+            &self.settings.agent_command,
+            ports,
+            &entry.record.runtime_id,
+            &entry.dir.workspace(),
+        );
+        let child = match launch::spawn(&command, &entry.dir, &env) {
+            Ok(child) => child,
+            Err(e) => {
+                entry.failure = Some(format!("could not start the agent server: {e}"));
+                return;
+            }
+        };
+        let Some(pid) = child.id() else {
+            entry.failure = Some("the agent server exited before it could be tracked".into());
+            return;
+        };
+        let process = ProcessId { pid, start_ticks: record::process_start_ticks(pid).unwrap_or_default() };
+        entry.record.process = Some(process);
+        let (exited_tx, exited_rx) = watch::channel(false);
+        entry.running = Some(Running { pid, exited: exited_rx });
+        let id = entry.record.runtime_id.clone();
+        tracing::info!(runtime_id = %id, session_id = %entry.record.spec.session_id, pid, port = ports.agent, "agent server launched");
+        tokio::spawn(self.clone().watch_child(id.clone(), entry.generation, child, exited_tx));
+        tokio::spawn(self.clone().probe(id, entry.generation, ports.agent));
+    }
+
+    /// Takes over an agent server started by an earlier instance of the service.
+    fn adopt(self: &Arc<Self>, entry: &mut Entry, process: ProcessId) {
+        entry.generation += 1;
+        let (exited_tx, exited_rx) = watch::channel(false);
+        entry.running = Some(Running { pid: process.pid, exited: exited_rx });
+        let id = entry.record.runtime_id.clone();
+        tracing::info!(runtime_id = %id, pid = process.pid, "re-adopted running agent server");
+        tokio::spawn(self.clone().watch_adopted(id.clone(), entry.generation, process, exited_tx));
+        tokio::spawn(self.clone().probe(id, entry.generation, entry.record.ports.agent));
+    }
+
+    async fn watch_child(
+        self: Arc<Self>,
+        id: String,
+        generation: u64,
+        mut child: tokio::process::Child,
+        exited: watch::Sender<bool>,
+    ) {
+        let detail = match child.wait().await {
+            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(code), _) => format!("agent server exited with code {code}"),
+                (None, Some(signal)) => format!("agent server was killed by signal {signal}"),
+                (None, None) => "agent server exited".to_string(),
+            },
+            Err(e) => format!("agent server could not be waited for: {e}"),
+        };
+        self.on_exit(&id, generation, detail);
+        let _ = exited.send(true);
+    }
+
+    /// An adopted process is not our child: poll `/proc` until it is gone.
+    async fn watch_adopted(self: Arc<Self>, id: String, generation: u64, process: ProcessId, exited: watch::Sender<bool>) {
+        while record::is_alive(process) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.on_exit(&id, generation, "agent server exited (exit code unknown: it was started by an earlier instance of the service)".into());
+        let _ = exited.send(true);
+    }
+
+    fn on_exit(&self, id: &str, generation: u64, detail: String) {
+        let mut state = self.lock();
+        let Some(entry) = state.runtimes.get_mut(id) else { return };
+        if entry.generation != generation {
+            return; // paused, stopped or relaunched on purpose
+        }
+        let tail = record::log_tail(&entry.dir.log(), 15, 4096);
+        tracing::warn!(runtime_id = %id, session_id = %entry.record.spec.session_id, %detail, "agent server exited unexpectedly");
+        entry.running = None;
+        entry.ready = false;
+        entry.failure = Some(if tail.is_empty() { detail } else { format!("{detail}; last output:\n{tail}") });
+    }
+
+    /// Readiness: polls `/alive` quickly until the agent server answers, then at a steady pace.
+    async fn probe(self: Arc<Self>, id: String, generation: u64, port: u16) {
+        let mut ready = false;
+        loop {
+            tokio::time::sleep(if ready { PROBE_STEADY } else { PROBE_FAST }).await;
+            let current = |state: &State| {
+                state.runtimes.get(&id).is_some_and(|e| e.generation == generation && e.running.is_some())
+            };
+            if !current(&self.lock()) {
+                return;
+            }
+            let alive = self.prober.alive(port).await;
+            let mut state = self.lock();
+            if !current(&state) {
+                return;
+            }
+            let entry = state.runtimes.get_mut(&id).expect("checked above");
+            if alive && !entry.ready {
+                let elapsed = entry.launched_at.elapsed();
+                self.metrics.start_to_running.observe(elapsed.as_secs_f64());
+                tracing::info!(runtime_id = %id, seconds = elapsed.as_secs_f64(), "agent server is ready");
+            }
+            entry.ready = alive;
+            ready = alive;
+        }
+    }
+
+    fn persist(entry: &Entry) -> BackendResult<()> {
+        record::save(&entry.dir, &entry.record).map_err(internal("could not save the runtime record"))
+    }
+}
+
+/// SIGTERM to the process group, SIGKILL after the grace period; returns once the leader is gone.
+async fn terminate(running: Running) {
+    let Running { pid, mut exited } = running;
+    launch::signal_group(pid, libc::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, exited.wait_for(|done| *done)).await.is_err() {
+        tracing::warn!(pid, "agent server ignored SIGTERM; killing it");
+        launch::signal_group(pid, libc::SIGKILL);
+        let _ = tokio::time::timeout(STOP_GRACE, exited.wait_for(|done| *done)).await;
+    }
+    // Whatever the agent left behind in its group (shells, tools) goes too.
+    launch::signal_group(pid, libc::SIGKILL);
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
+        let _serialised = self.inner.start_lock.lock().await;
+        let existing = self.inner.lock().sessions.get(&spec.session_id).cloned();
+        if let Some(id) = existing {
+            let current = self.view(&id)?;
+            return match current.status {
+                Status::Paused | Status::Error => self.resume(&id).await,
+                _ => Ok(current),
+            };
+        }
+        let runtime_id = ids::new_runtime_id();
+        let mut state = self.inner.lock();
+        let taken: Vec<u16> = state
+            .runtimes
+            .values()
+            .flat_map(|e| {
+                let p = e.record.ports;
+                [p.agent, p.vscode, p.worker_1, p.worker_2]
+            })
+            .collect();
+        let ports = launch::free_ports(&taken).map_err(internal("could not allocate ports"))?;
+        let dir = RuntimeDir(self.inner.settings.state_dir.join("runtimes").join(&runtime_id));
+        std::fs::create_dir_all(&dir.0).map_err(internal("could not create the runtime directory"))?;
+        let record = Record {
+            runtime_id: runtime_id.clone(),
+            spec,
+            session_api_key: ids::new_session_key(),
+            ports,
+            created_at: jiff::Timestamp::now().to_string(),
+            paused: false,
+            process: None,
+        };
+        let mut entry = Entry::new(record, dir);
+        // Record first: a crash between here and the launch leaves a runtime that reports itself.
+        Inner::persist(&entry)?;
+        self.inner.launch(&mut entry);
+        Inner::persist(&entry)?;
+        let view = entry.view();
+        tracing::info!(runtime_id = %runtime_id, session_id = %view.session_id, "runtime created");
+        state.sessions.insert(view.session_id.clone(), runtime_id.clone());
+        state.runtimes.insert(runtime_id, entry);
+        Ok(view)
+    }
+
+    async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
+        Ok(self.inner.lock().runtimes.get(runtime_id).map(Entry::view))
+    }
+
+    async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
+        let state = self.inner.lock();
+        Ok(state.sessions.get(session_id).and_then(|id| state.runtimes.get(id)).map(Entry::view))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
+        Ok(self.inner.lock().runtimes.values().map(Entry::view).filter(|r| filter.matches(r.status)).collect())
+    }
+
+    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let op = self.op_lock(runtime_id)?;
+        let _serialised = op.lock().await;
+        let (running, view) = {
+            let mut state = self.inner.lock();
+            let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+            if entry.record.paused {
+                return Ok(entry.view());
+            }
+            entry.record.paused = true;
+            entry.record.process = None;
+            entry.generation += 1;
+            entry.ready = false;
+            entry.failure = None;
+            Inner::persist(entry)?;
+            (entry.running.take(), entry.view())
+        };
+        if let Some(running) = running {
+            terminate(running).await;
+        }
+        tracing::info!(runtime_id, session_id = %view.session_id, "runtime paused");
+        Ok(view)
+    }
+
+    async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let op = self.op_lock(runtime_id)?;
+        let _serialised = op.lock().await;
+        let mut state = self.inner.lock();
+        let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+        if !entry.record.paused && entry.running.is_some() {
+            return Ok(entry.view()); // already starting or running
+        }
+        if self.inner.settings.rotate_key_on_resume {
+            entry.record.session_api_key = ids::new_session_key();
+        }
+        entry.record.paused = false;
+        self.inner.launch(entry);
+        Inner::persist(entry)?;
+        tracing::info!(runtime_id, session_id = %entry.record.spec.session_id, "runtime resumed");
+        Ok(entry.view())
+    }
+
+    async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let op = self.op_lock(runtime_id)?;
+        let _serialised = op.lock().await;
+        let mut entry = {
+            let mut state = self.inner.lock();
+            let entry = state.runtimes.remove(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+            if state.sessions.get(&entry.record.spec.session_id).is_some_and(|id| id == runtime_id) {
+                state.sessions.remove(&entry.record.spec.session_id);
+            }
+            entry
+        };
+        // Move the files out of `runtimes/` first, so a crash from here on cannot resurrect the runtime.
+        let trash = self.inner.settings.state_dir.join("trash");
+        let doomed = trash.join(runtime_id);
+        let moved = std::fs::create_dir_all(&trash).and_then(|_| std::fs::rename(&entry.dir.0, &doomed));
+        if let Some(running) = entry.running.take() {
+            terminate(running).await;
+        }
+        let removal = match moved {
+            Ok(()) => tokio::fs::remove_dir_all(&doomed).await,
+            Err(_) => tokio::fs::remove_dir_all(&entry.dir.0).await,
+        };
+        removal.map_err(internal("runtime stopped, but its files could not be removed"))?;
+        let mut view = entry.view();
+        view.status = Status::Stopped;
+        view.pod_status = PodStatus::NotFound;
+        view.status_detail = None;
+        tracing::info!(runtime_id, session_id = %view.session_id, "runtime stopped");
+        Ok(view)
+    }
+
+    async fn image_exists(&self, _image: &str) -> BackendResult<ImageCheck> {
+        // Images cannot run here; what matters is whether the local agent command can.
+        let path = std::env::var("PATH").ok();
+        Ok(if launch::command_exists(&self.inner.settings.agent_command, path.as_deref()) {
+            ImageCheck::Exists
+        } else {
+            ImageCheck::Missing
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_process() {
+        assert_eq!(derive_status(true, Some("x"), true, true).0, Status::Paused);
+        let (s, p, d) = derive_status(false, Some("exited with code 3"), false, false);
+        assert_eq!((s, p, d.as_deref()), (Status::Error, PodStatus::Failed, Some("exited with code 3")));
+        assert_eq!(derive_status(false, None, true, false).0, Status::Starting);
+        let (s, p, _) = derive_status(false, None, true, true);
+        assert_eq!((s, p), (Status::Running, PodStatus::Ready));
+        assert_eq!(derive_status(false, None, false, false).0, Status::Error);
+    }
+}

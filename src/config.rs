@@ -1,0 +1,267 @@
+//! Settings, from environment variables (the original service's names and defaults) or the same
+//! settings as command-line flags. Validation turns every bad value into one clear line.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Each runtime is a local child process running the OpenHands agent server.
+    Process,
+    /// Each runtime is a set of Kubernetes objects in NAMESPACE.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// OpenHands Remote Runtime API: isolated, pausable, resumable agent sandboxes.
+///
+/// Every flag can also be set through the environment variable shown next to it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "runtime-api", version, about, long_about = None)]
+pub struct Config {
+    /// Port of the HTTP API.
+    #[arg(long, env = "SERVER_PORT", default_value_t = 8080)]
+    pub server_port: u16,
+
+    /// Address the HTTP API binds to (0.0.0.0 inside a container).
+    #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+
+    /// Key every runtime-API call must send in X-API-Key (required).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Where runtimes live: `process` (local child processes) or `kubernetes`.
+    #[arg(long, env = "BACKEND", value_enum, default_value_t = BackendKind::Process)]
+    pub backend: BackendKind,
+
+    /// Kubernetes namespace for sandboxes.
+    #[arg(long, env = "NAMESPACE", default_value = "openhands")]
+    pub namespace: String,
+
+    /// Ingress class of the sandboxes' Ingress objects.
+    #[arg(long, env = "INGRESS_CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+
+    /// Base domain of sandbox URLs (subdomain routing: https://{id}.{BASE_DOMAIN}).
+    #[arg(long, env = "BASE_DOMAIN", default_value = "sandbox.example.com")]
+    pub base_domain: String,
+
+    /// Answer of GET /registry_prefix.
+    #[arg(long, env = "REGISTRY_PREFIX", default_value = "ghcr.io/openhands")]
+    pub registry_prefix: String,
+
+    /// Image used when a start request names none.
+    #[arg(long, env = "DEFAULT_IMAGE", default_value = "ghcr.io/openhands/runtime:latest")]
+    pub default_image: String,
+
+    /// Agent server port inside a sandbox.
+    #[arg(long, env = "AGENT_SERVER_PORT", default_value_t = 60000)]
+    pub agent_server_port: u16,
+
+    /// VS Code port inside a sandbox.
+    #[arg(long, env = "VSCODE_PORT", default_value_t = 60001)]
+    pub vscode_port: u16,
+
+    /// First worker port inside a sandbox.
+    #[arg(long, env = "WORKER_1_PORT", default_value_t = 12000)]
+    pub worker_1_port: u16,
+
+    /// Second worker port inside a sandbox.
+    #[arg(long, env = "WORKER_2_PORT", default_value_t = 12001)]
+    pub worker_2_port: u16,
+
+    /// OpenHands app server URL; sandboxes send webhooks to {APP_SERVER_URL}/api/v1/webhooks.
+    #[arg(long, env = "APP_SERVER_URL")]
+    pub app_server_url: Option<String>,
+
+    /// Public URL of the OpenHands UI, allowed as a CORS origin by sandboxes.
+    #[arg(long, env = "APP_SERVER_PUBLIC_URL")]
+    pub app_server_public_url: Option<String>,
+
+    /// Process backend: directory for runtime records, working directories and logs
+    /// [default: $XDG_STATE_HOME/runtime-api or ~/.local/state/runtime-api].
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Process backend: command starting one agent server, run through /bin/sh. Placeholders:
+    /// {port}, {vscode_port}, {worker_1_port}, {worker_2_port}, {runtime_id}, {workdir}.
+    #[arg(
+        long,
+        env = "PROCESS_AGENT_COMMAND",
+        default_value = "openhands-agent-server --host 127.0.0.1 --port {port}"
+    )]
+    pub process_agent_command: String,
+
+    /// Give a resumed runtime a new session key (only for deployments that serve V1 clients alone:
+    /// SDK clients keep the first key).
+    #[arg(long, env = "ROTATE_SESSION_KEY_ON_RESUME", default_value_t = false)]
+    pub rotate_session_key_on_resume: bool,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub shutdown_timeout_seconds: u64,
+
+    /// Log format: `text` or `json`. Filter with RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration problem, reported as one line at start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Parses flags and environment; returns a one-line error instead of clap's multi-line one.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args)
+    }
+
+    /// The API key, known to be present after [`Config::validate`].
+    pub fn api_key(&self) -> &str {
+        self.api_key.as_deref().unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.api_key.as_deref() {
+            None => return Err(ConfigError("API_KEY is required (environment variable API_KEY or --api-key)".into())),
+            Some(k) if k.trim().is_empty() => return Err(ConfigError("API_KEY must not be empty".into())),
+            Some(_) => {}
+        }
+        let ports = [
+            ("AGENT_SERVER_PORT", self.agent_server_port),
+            ("VSCODE_PORT", self.vscode_port),
+            ("WORKER_1_PORT", self.worker_1_port),
+            ("WORKER_2_PORT", self.worker_2_port),
+        ];
+        for (i, (name, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(ConfigError(format!("{name} must not be 0")));
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                return Err(ConfigError(format!("{name} and {other} are both {port}; sandbox ports must differ")));
+            }
+        }
+        for (name, value) in [
+            ("APP_SERVER_URL", &self.app_server_url),
+            ("APP_SERVER_PUBLIC_URL", &self.app_server_public_url),
+        ] {
+            if let Some(v) = value {
+                match url::Url::parse(v) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+                    _ => return Err(ConfigError(format!("{name} must be an http(s) URL, got {v:?}"))),
+                }
+            }
+        }
+        if !is_dns_name(&self.base_domain) {
+            return Err(ConfigError(format!(
+                "BASE_DOMAIN must be a DNS name such as sandbox.example.com, got {:?}",
+                self.base_domain
+            )));
+        }
+        if self.backend == BackendKind::Kubernetes && !is_dns_label(&self.namespace) {
+            return Err(ConfigError(format!("NAMESPACE {:?} is not a valid namespace name", self.namespace)));
+        }
+        if self.process_agent_command.trim().is_empty() {
+            return Err(ConfigError("PROCESS_AGENT_COMMAND must not be empty".into()));
+        }
+        if !self.process_agent_command.contains("{port}") {
+            return Err(ConfigError(
+                "PROCESS_AGENT_COMMAND must contain {port}, the port the agent server listens on".into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError("MAX_BODY_BYTES must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The process backend's state directory, with the XDG default applied.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("runtime-api")
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::from_args(std::iter::once("runtime-api").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_original_service() {
+        let c = parse(&["--api-key", "k"]);
+        assert_eq!(c.server_port, 8080);
+        assert_eq!(c.namespace, "openhands");
+        assert_eq!(c.ingress_class, "nginx");
+        assert_eq!(c.base_domain, "sandbox.example.com");
+        assert_eq!(c.registry_prefix, "ghcr.io/openhands");
+        assert_eq!(c.default_image, "ghcr.io/openhands/runtime:latest");
+        assert_eq!(
+            (c.agent_server_port, c.vscode_port, c.worker_1_port, c.worker_2_port),
+            (60000, 60001, 12000, 12001)
+        );
+        assert_eq!(c.backend, BackendKind::Process);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn missing_api_key_is_one_clear_line() {
+        let err = parse(&[]).validate().unwrap_err().to_string();
+        assert!(err.contains("API_KEY is required"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn rejects_colliding_ports_and_bad_urls() {
+        let c = parse(&["--api-key", "k", "--vscode-port", "60000"]);
+        assert!(c.validate().unwrap_err().0.contains("VSCODE_PORT and AGENT_SERVER_PORT"));
+        let c = parse(&["--api-key", "k", "--app-server-url", "not a url"]);
+        assert!(c.validate().unwrap_err().0.contains("APP_SERVER_URL"));
+        let c = parse(&["--api-key", "k", "--base-domain", "bad_domain!"]);
+        assert!(c.validate().unwrap_err().0.contains("BASE_DOMAIN"));
+    }
+
+    #[test]
+    fn agent_command_needs_a_port_placeholder() {
+        let c = parse(&["--api-key", "k", "--process-agent-command", "agent-server"]);
+        assert!(c.validate().unwrap_err().0.contains("{port}"));
+    }
+}

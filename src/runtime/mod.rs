@@ -1,0 +1,112 @@
+//! The domain of the service: what a runtime is, independent of HTTP and of where it runs.
+//!
+//! The HTTP layer turns requests into a [`RuntimeSpec`] and hands it to a [`Backend`]; backends
+//! answer with [`Runtime`] views. Nothing here knows about axum or Kubernetes.
+
+pub mod env;
+pub mod ids;
+pub mod spec;
+pub mod status;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use spec::{Command, PullPolicy, RuntimeSpec, SpecError};
+pub use status::{PodStatus, Status};
+
+/// What clients see of one runtime: the "runtime object" of the contract, every field always present.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runtime {
+    pub runtime_id: String,
+    pub session_id: String,
+    pub url: String,
+    pub session_api_key: String,
+    pub status: Status,
+    pub pod_status: PodStatus,
+    /// URL -> container port for the two worker ports.
+    pub work_hosts: BTreeMap<String, u16>,
+    pub vscode_url: Option<String>,
+    pub restart_count: u32,
+    pub restart_reasons: Vec<String>,
+    /// Human-readable reason whenever the runtime is not healthy.
+    pub status_detail: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub image: String,
+    pub resource_factor: f64,
+}
+
+/// Which runtimes `/list` returns. The default holds compute (see the contract: V1 treats every
+/// listed runtime as running).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFilter {
+    Active,
+    All,
+    Only(Vec<Status>),
+}
+
+impl ListFilter {
+    pub fn matches(&self, status: Status) -> bool {
+        match self {
+            ListFilter::Active => status.holds_compute(),
+            ListFilter::All => true,
+            ListFilter::Only(wanted) => wanted.contains(&status),
+        }
+    }
+}
+
+/// The answer of `/image_exists`: backends say when they cannot tell instead of guessing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageCheck {
+    Exists,
+    Missing,
+    Unknown(String),
+}
+
+/// Whether the backend can serve requests now (drives `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NotReady(String),
+}
+
+/// Failures a backend reports; the HTTP layer maps each kind to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Where runtimes live. Both implementations keep the contract's semantics: `start` is idempotent
+/// per session, pause keeps everything needed to resume exactly, stop removes everything.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Starts a runtime for `spec.session_id`, or returns the live one that session already has.
+    async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime>;
+    async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>>;
+    async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>>;
+    async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>>;
+    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime>;
+    /// Brings a paused (or failed) runtime back with the spec, key, and URLs it was started with.
+    async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime>;
+    /// Removes the runtime and everything it owns; returns its last view with status `stopped`.
+    async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime>;
+    async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck>;
+    fn readiness(&self) -> Readiness;
+    /// Releases background resources before the process exits.
+    async fn shutdown(&self) {}
+}

@@ -1,0 +1,92 @@
+//! Wiring: builds the backend from the configuration and serves the API until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, AppState};
+use crate::backend::process::{ProcessBackend, ProcessSettings};
+use crate::config::{BackendKind, Config};
+use crate::runtime::Backend;
+use crate::telemetry::Metrics;
+
+/// Why the service could not start or stopped abnormally; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Backend(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn build_backend(config: &Config, metrics: Metrics) -> Result<Arc<dyn Backend>, ServeError> {
+    match config.backend {
+        BackendKind::Process => {
+            let settings = ProcessSettings {
+                state_dir: config.state_dir(),
+                agent_command: config.process_agent_command.clone(),
+                app_server_url: config.app_server_url.clone(),
+                app_server_public_url: config.app_server_public_url.clone(),
+                rotate_key_on_resume: config.rotate_session_key_on_resume,
+            };
+            let dir = settings.state_dir.display().to_string();
+            let backend = ProcessBackend::open(settings, metrics)
+                .map_err(|e| ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}")))?;
+            Ok(Arc::new(backend))
+        }
+        BackendKind::Kubernetes => Err(ServeError::Backend(
+            "BACKEND=kubernetes is not available in this build yet; use BACKEND=process".into(),
+        )),
+    }
+}
+
+/// Runs the service: binds, serves, and on a shutdown signal stops accepting, gives in-flight
+/// requests `SHUTDOWN_TIMEOUT_SECONDS` to finish, then returns.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    // kube and reqwest use rustls; pick its crypto provider once for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new();
+    let backend = build_backend(&config, metrics.clone()).await?;
+    let state = AppState::new(
+        backend.clone(),
+        metrics,
+        config.api_key(),
+        &config.registry_prefix,
+        &config.default_image,
+    );
+    let app = api::router(state, config.max_body_bytes);
+    let addr = SocketAddr::new(config.bind_address, config.server_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    tracing::info!(%addr, backend = ?config.backend, "runtime API listening");
+
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+        let _ = signalled_tx.send(true);
+    });
+    let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+    let server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        result = server => result.map_err(|e| std::io::Error::other(e.to_string()))??,
+        _ = async {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting anyway"),
+    }
+    backend.shutdown().await;
+    tracing::info!("runtime API stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,121 @@
+//! Logs and metrics: tracing set-up (text or JSON) and the Prometheus registry behind `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+use crate::runtime::Status;
+
+/// Installs the global tracing subscriber. `RUST_LOG` filters; the default is `info`.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+    pub outcome: String,
+}
+
+/// Every metric the service exports; cheap to clone (all handles are `Arc`s inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub runtimes: Family<StatusLabels, Gauge>,
+    pub operations: Family<OperationLabels, Counter>,
+    pub start_duration: Histogram,
+    pub start_to_running: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("runtime_api");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by method, route and status code", http_requests.clone());
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
+        let runtimes = Family::<StatusLabels, Gauge>::default();
+        registry.register("runtimes", "Runtimes by status, as of the last scrape", runtimes.clone());
+        let operations = Family::<OperationLabels, Counter>::default();
+        registry.register("operations", "Runtime operations by kind and outcome", operations.clone());
+        let start_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("start_duration_seconds", "Time from POST /start to its response", start_duration.clone());
+        let start_to_running = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register(
+            "start_to_running_seconds",
+            "Time from the creation of a runtime to its agent server answering",
+            start_to_running.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            http_requests,
+            http_duration,
+            runtimes,
+            operations,
+            start_duration,
+            start_to_running,
+        }
+    }
+
+    pub fn operation(&self, operation: &str, outcome: &str) {
+        self.operations
+            .get_or_create(&OperationLabels { operation: operation.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    /// Sets the per-status gauge from a fresh count (every status present, zeros included).
+    pub fn set_runtime_counts(&self, counts: impl Fn(Status) -> usize) {
+        for status in Status::ALL {
+            self.runtimes
+                .get_or_create(&StatusLabels { status: status.as_str().into() })
+                .set(counts(status) as i64);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
