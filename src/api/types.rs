@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+
 use super::error::ApiError;
 use crate::runtime::spec::{self, Command, PullPolicy, RuntimeSpec};
 use crate::runtime::{ListFilter, Status};
@@ -167,11 +168,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::new(status, "bad_request", rejection.body_text())
             }
         })?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            let kind = if e.is_data() { "invalid request body" } else { "malformed JSON" };
-            ApiError::bad_request(format!("{kind}: {e}"))
-        })?;
-        Ok(ApiJson(value))
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        // serde would accept a struct written as an array; a request body is always an object.
+        if !value.is_object() {
+            return Err(ApiError::bad_request("invalid request body: expected a JSON object"));
+        }
+        let parsed = T::deserialize(value)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+        Ok(ApiJson(parsed))
     }
 }
 
