@@ -14,6 +14,15 @@ pub enum BackendKind {
     Kubernetes,
 }
 
+/// How sandbox URLs are routed through the ingress controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoutingMode {
+    /// `https://{id}.{BASE_DOMAIN}`, `https://vscode-{id}.{BASE_DOMAIN}`, `work-1-`, `work-2-`.
+    Subdomain,
+    /// `https://{BASE_DOMAIN}/{id}` with `/vscode`, `/work-1`, `/work-2` below it.
+    Path,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -85,6 +94,81 @@ pub struct Config {
     /// Public URL of the OpenHands UI, allowed as a CORS origin by sandboxes.
     #[arg(long, env = "APP_SERVER_PUBLIC_URL")]
     pub app_server_public_url: Option<String>,
+
+    /// Kubernetes: `subdomain` or `path` routing of sandbox URLs.
+    #[arg(long, env = "ROUTING_MODE", value_enum, default_value_t = RoutingMode::Subdomain)]
+    pub routing_mode: RoutingMode,
+
+    /// Kubernetes: scheme of sandbox URLs handed to clients.
+    #[arg(long, env = "SANDBOX_URL_SCHEME", default_value = "https")]
+    pub sandbox_url_scheme: String,
+
+    /// Kubernetes: TLS Secret (a wildcard certificate) for the sandbox Ingress hosts.
+    #[arg(long, env = "INGRESS_TLS_SECRET")]
+    pub ingress_tls_secret: Option<String>,
+
+    /// Kubernetes: extra annotations on each sandbox Ingress, as `key=value,key2=value2`.
+    #[arg(long, env = "INGRESS_ANNOTATIONS", default_value = "")]
+    pub ingress_annotations: String,
+
+    /// Kubernetes: namespace of the ingress controller, the only outside source of sandbox traffic.
+    #[arg(long, env = "INGRESS_NAMESPACE", default_value = "ingress-nginx")]
+    pub ingress_namespace: String,
+
+    /// Kubernetes: labels of this service's own pods, also admitted to sandboxes.
+    #[arg(long, env = "SERVICE_POD_LABELS", default_value = "app.kubernetes.io/name=runtime-api")]
+    pub service_pod_labels: String,
+
+    /// Kubernetes: CPU request of a sandbox at resource_factor 1 (scaled by the factor).
+    #[arg(long, env = "SANDBOX_CPU_REQUEST", default_value = "1")]
+    pub sandbox_cpu_request: String,
+
+    /// Kubernetes: memory request of a sandbox at resource_factor 1.
+    #[arg(long, env = "SANDBOX_MEMORY_REQUEST", default_value = "2Gi")]
+    pub sandbox_memory_request: String,
+
+    /// Kubernetes: CPU limit of a sandbox at resource_factor 1.
+    #[arg(long, env = "SANDBOX_CPU_LIMIT", default_value = "2")]
+    pub sandbox_cpu_limit: String,
+
+    /// Kubernetes: memory limit of a sandbox at resource_factor 1.
+    #[arg(long, env = "SANDBOX_MEMORY_LIMIT", default_value = "4Gi")]
+    pub sandbox_memory_limit: String,
+
+    /// Kubernetes: runtime classes a request may ask for (comma list). A class outside the list is
+    /// rejected with 400; when the list is empty, requested classes are ignored (cluster default).
+    #[arg(long, env = "RUNTIME_CLASSES", default_value = "")]
+    pub runtime_classes: String,
+
+    /// Kubernetes: runtime classes whose sandboxes may escalate privileges (comma list).
+    #[arg(long, env = "PRIVILEGED_RUNTIME_CLASSES", default_value = "sysbox-runc")]
+    pub privileged_runtime_classes: String,
+
+    /// Kubernetes: imagePullSecrets for sandbox pods (comma list of Secret names).
+    #[arg(long, env = "IMAGE_PULL_SECRETS", default_value = "")]
+    pub image_pull_secrets: String,
+
+    /// Kubernetes: Secret with a CA bundle under key `ca.crt`, mounted into sandboxes and used
+    /// through SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS.
+    #[arg(long, env = "CA_CERT_SECRET")]
+    pub ca_cert_secret: Option<String>,
+
+    /// Kubernetes: size of a PersistentVolumeClaim per runtime at its working directory
+    /// (e.g. `10Gi`; unset: no volume). Kept across pause/resume, deleted on stop.
+    #[arg(long, env = "WORKSPACE_STORAGE_SIZE")]
+    pub workspace_storage_size: Option<String>,
+
+    /// Kubernetes: storage class of the workspace claims (unset: the cluster default).
+    #[arg(long, env = "WORKSPACE_STORAGE_CLASS")]
+    pub workspace_storage_class: Option<String>,
+
+    /// Kubernetes: extra labels on sandbox pods, as `key=value,...`.
+    #[arg(long, env = "SANDBOX_POD_LABELS", default_value = "")]
+    pub sandbox_pod_labels: String,
+
+    /// Kubernetes: nodeSelector of sandbox pods, as `key=value,...`.
+    #[arg(long, env = "SANDBOX_NODE_SELECTOR", default_value = "")]
+    pub sandbox_node_selector: String,
 
     /// Process backend: directory for runtime records, working directories and logs
     /// [default: $XDG_STATE_HOME/runtime-api or ~/.local/state/runtime-api].
@@ -185,6 +269,9 @@ impl Config {
             return Err(ConfigError(
                 "PROCESS_AGENT_COMMAND must contain {port}, the port the agent server listens on".into(),
             ));
+        }
+        if !matches!(self.sandbox_url_scheme.as_str(), "http" | "https") {
+            return Err(ConfigError(format!("SANDBOX_URL_SCHEME must be http or https, got {:?}", self.sandbox_url_scheme)));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_BODY_BYTES must be at least 1024".into()));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, AppState};
+use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
 use crate::config::{BackendKind, Config};
 use crate::runtime::Backend;
@@ -36,9 +37,11 @@ pub async fn build_backend(config: &Config, metrics: Metrics) -> Result<Arc<dyn 
                 .map_err(|e| ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}")))?;
             Ok(Arc::new(backend))
         }
-        BackendKind::Kubernetes => Err(ServeError::Backend(
-            "BACKEND=kubernetes is not available in this build yet; use BACKEND=process".into(),
-        )),
+        BackendKind::Kubernetes => {
+            let settings = KubeSettings::from_config(config).map_err(|e| ServeError::Backend(e.to_string()))?;
+            let backend = KubernetesBackend::connect(settings).await.map_err(ServeError::Backend)?;
+            Ok(Arc::new(backend))
+        }
     }
 }
 

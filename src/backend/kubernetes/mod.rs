@@ -1,0 +1,504 @@
+//! The Kubernetes backend: each runtime is a set of objects in one namespace, owned by a record.
+//!
+//! The cluster is the only source of truth: any replica answers for every runtime, paused ones
+//! included, from its watch-fed cache ([`store`]); writes go straight to the API server and wait
+//! for the cache to catch up, so a client reads its own writes.
+
+pub mod manifests;
+pub mod quantity;
+pub mod settings;
+pub mod status;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use self::manifests::{
+    ANNOTATION_GENERATION, ANNOTATION_PAUSED, ANNOTATION_SESSION_ID, DATA_CREATED_AT, DATA_SPEC, Identity,
+    LABEL_RUNTIME_ID, LABEL_SESSION_HASH,
+};
+pub use self::settings::KubeSettings;
+use self::store::Store;
+use crate::runtime::{
+    Backend, BackendError, BackendResult, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
+    ids,
+};
+
+/// How long a write waits for the cache to show it before answering anyway.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(10);
+/// A record younger than this without its Secret may still be mid-creation by another request.
+const HALF_CREATED_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct KubernetesBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KubeSettings,
+    client: Client,
+    store: Store,
+    /// Serialises `/start` per session within this replica; across replicas the record's
+    /// deterministic name does the same job.
+    session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Maps Kubernetes API failures to the service's error kinds.
+fn kube_error(context: &str, e: kube::Error) -> BackendError {
+    match &e {
+        kube::Error::Api(status) => {
+            let message = format!("{context}: {} ({})", status.message, status.reason);
+            match status.code {
+                403 => BackendError::Forbidden(format!("{message}; check the service account's Role")),
+                404 => BackendError::NotFound(message),
+                409 => BackendError::Conflict(message),
+                400 | 422 => BackendError::Invalid(message),
+                429 | 500..=599 => BackendError::Unavailable(message),
+                _ => BackendError::Internal(message),
+            }
+        }
+        _ => BackendError::Unavailable(format!("{context}: the Kubernetes API is unreachable: {e}")),
+    }
+}
+
+fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn not_found(runtime_id: &str) -> BackendError {
+    BackendError::NotFound(format!("runtime {runtime_id} not found"))
+}
+
+/// What a record says about its runtime.
+struct RecordInfo {
+    runtime_id: String,
+    session_id: String,
+    session_hash: String,
+    paused: bool,
+    generation: u32,
+    spec: RuntimeSpec,
+    created_at: String,
+}
+
+fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
+    let labels = record.metadata.labels.as_ref()?;
+    let annotations = record.metadata.annotations.as_ref()?;
+    let data = record.data.as_ref()?;
+    Some(RecordInfo {
+        runtime_id: labels.get(LABEL_RUNTIME_ID)?.clone(),
+        session_hash: labels.get(LABEL_SESSION_HASH)?.clone(),
+        session_id: annotations.get(ANNOTATION_SESSION_ID)?.clone(),
+        paused: annotations.get(ANNOTATION_PAUSED).map(|v| v == "true").unwrap_or(false),
+        generation: annotations.get(ANNOTATION_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(1),
+        spec: serde_json::from_str(data.get(DATA_SPEC)?).ok()?,
+        created_at: data.get(DATA_CREATED_AT).cloned().unwrap_or_default(),
+    })
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+impl KubernetesBackend {
+    /// Connects with the ambient configuration (in-cluster service account or KUBECONFIG) and
+    /// starts the watches. Fails only when no configuration can be found at all.
+    pub async fn connect(settings: KubeSettings) -> Result<Self, String> {
+        let client = Client::try_default().await.map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
+        Ok(Self::with_client(client, settings))
+    }
+
+    pub fn with_client(client: Client, settings: KubeSettings) -> Self {
+        let store = Store::start(client.clone(), &settings.namespace);
+        KubernetesBackend {
+            inner: Arc::new(Inner { settings, client, store, session_locks: Mutex::default() }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.inner.client.clone(), &self.inner.settings.namespace)
+    }
+
+    fn session_lock(&self, session_hash: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.session_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop locks nobody holds, so the map does not grow with every session ever seen.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(session_hash.to_string()).or_default().clone()
+    }
+
+    /// The runtime object as clients see it, from a record and the cache.
+    fn view(&self, record: &ConfigMap) -> Option<Runtime> {
+        let info = record_info(record)?;
+        let s = &self.inner.settings;
+        let secret = self.inner.store.secret(&manifests::object_name(&info.runtime_id));
+        let session_api_key = secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
+        let pod = self.inner.store.pod(&manifests::pod_name(&info.runtime_id, info.generation));
+        let mut observed = status::observe(info.paused, pod.as_deref());
+        if record.metadata.deletion_timestamp.is_some() {
+            observed.status = Status::Stopped;
+            observed.pod_status = PodStatus::NotFound;
+            observed.detail = Some("the runtime is being stopped".into());
+        }
+        let urls = manifests::urls(s, &info.runtime_id);
+        Some(Runtime {
+            runtime_id: info.runtime_id,
+            session_id: info.session_id,
+            url: urls.url,
+            session_api_key,
+            status: observed.status,
+            pod_status: observed.pod_status,
+            work_hosts: urls.work_hosts,
+            vscode_url: Some(urls.vscode_url),
+            restart_count: observed.restart_count,
+            restart_reasons: observed.restart_reasons,
+            status_detail: observed.detail,
+            created_at: info.created_at,
+            image: info.spec.image,
+            resource_factor: info.spec.resource_factor,
+        })
+    }
+
+    /// The cached record of a runtime id (a scan: runtime ids are not part of record names).
+    fn find_record(&self, runtime_id: &str) -> Option<Arc<ConfigMap>> {
+        self.inner
+            .store
+            .records
+            .find(|r| r.labels().get(LABEL_RUNTIME_ID).is_some_and(|id| id == runtime_id))
+    }
+
+    fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<ConfigMap>> {
+        self.find_record(runtime_id)
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .ok_or_else(|| not_found(runtime_id))
+    }
+
+    /// Creates an object, treating AlreadyExists as success (completing a half-created runtime).
+    async fn create<K>(&self, what: &str, obj: &K) -> BackendResult<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        match self.api::<K>().create(&PostParams::default(), obj).await {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(kube_error(&format!("creating the {what}"), e)),
+        }
+    }
+
+    async fn delete<K>(&self, what: &str, name: &str) -> BackendResult<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        match self.api::<K>().delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(kube_error(&format!("deleting the {what}"), e)),
+        }
+    }
+
+    async fn delete_pods(&self, runtime_id: &str) -> BackendResult<()> {
+        let params = ListParams::default().labels(&manifests::runtime_selector(runtime_id));
+        self.api::<Pod>()
+            .delete_collection(&DeleteParams::background(), &params)
+            .await
+            .map(|_| ())
+            .map_err(|e| kube_error("deleting the sandbox pods", e))
+    }
+
+    /// Creates every object of a runtime that its record implies; existing ones are left alone.
+    async fn ensure_objects(&self, record: &ConfigMap, secret: Option<&Secret>, create_secret: Option<(&str, &BTreeMap<String, String>)>) -> BackendResult<()> {
+        let info = record_info(record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let owner = manifests::owner_reference(record)
+            .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+        let s = &self.inner.settings;
+        let id = Identity { runtime_id: &info.runtime_id, session_hash: &info.session_hash, owner };
+        if let Some((key, env)) = create_secret {
+            self.create("secret", &manifests::secret(s, &id, key, env)).await?;
+        } else if secret.is_none() {
+            return Err(BackendError::Internal("the runtime's secret is missing".into()));
+        }
+        if let Some(claim) = manifests::workspace_claim(s, &id) {
+            self.create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
+        }
+        self.create::<Service>("service", &manifests::service(s, &id)).await?;
+        self.create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id)).await?;
+        self.create::<Ingress>("ingress", &manifests::ingress(s, &id)).await?;
+        if !info.paused {
+            let class = manifests::runtime_class(s, &info.spec).map_err(BackendError::Invalid)?;
+            self.create::<Pod>("sandbox pod", &manifests::pod(s, &id, &info.spec, class, info.generation)).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the cache holds `record` at least as new as written, and its Secret.
+    async fn await_cached(&self, written: &ConfigMap) {
+        let name = written.name_any();
+        let secret_name = written.labels().get(LABEL_RUNTIME_ID).map(|id| manifests::object_name(id));
+        let store = &self.inner.store;
+        let caught_up = store::wait_until(CACHE_CATCH_UP, || {
+            store::caught_up(store.record(&name).as_ref(), written)
+                && secret_name.as_ref().is_none_or(|s| store.secret(s).is_some())
+        })
+        .await;
+        if !caught_up {
+            tracing::warn!(record = %name, "the cache did not catch up with a write in time");
+        }
+    }
+
+    async fn create_runtime(&self, spec: RuntimeSpec, session_hash: &str) -> BackendResult<Runtime> {
+        let s = &self.inner.settings;
+        let runtime_id = ids::new_runtime_id();
+        let session_key = ids::new_session_key();
+        let created_at = jiff::Timestamp::now().to_string();
+        let record = manifests::record(&s.namespace, &runtime_id, session_hash, &spec, &created_at);
+        let created = match self.api::<ConfigMap>().create(&PostParams::default(), &record).await {
+            Ok(created) => created,
+            Err(e) if api_code(&e) == Some(409) => return self.existing_after_conflict(&record).await,
+            Err(e) => return Err(kube_error("creating the runtime record", e)),
+        };
+        tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
+        self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
+        self.await_cached(&created).await;
+        self.view(&created).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))
+    }
+
+    /// Another replica (or request) created this session's record first: return its runtime once
+    /// its Secret exists, so the response carries the session key.
+    async fn existing_after_conflict(&self, record: &ConfigMap) -> BackendResult<Runtime> {
+        let name = record.name_any();
+        let existing = self.api::<ConfigMap>().get(&name).await.map_err(|e| kube_error("reading the runtime record", e))?;
+        self.await_cached(&existing).await;
+        self.view(&existing).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))
+    }
+
+    async fn patch_record(&self, name: &str, annotations: serde_json::Value) -> BackendResult<ConfigMap> {
+        self.api::<ConfigMap>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}})))
+            .await
+            .map_err(|e| kube_error("updating the runtime record", e))
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
+        manifests::runtime_class(&self.inner.settings, &spec).map_err(BackendError::Invalid)?;
+        let session_hash = ids::session_hash(&spec.session_id);
+        let lock = self.session_lock(&session_hash);
+        let _serialised = lock.lock().await;
+        let name = manifests::record_name(&session_hash);
+        if let Some(record) = self.inner.store.record(&name) {
+            let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+            if record.metadata.deletion_timestamp.is_some() {
+                // Being stopped: wait for it to go, then start afresh.
+                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none()).await;
+                return self.create_runtime(spec, &session_hash).await;
+            }
+            let secret = self.inner.store.secret(&manifests::object_name(&info.runtime_id));
+            if secret.is_none() {
+                // A record without its Secret was left by a crash (or is mid-creation elsewhere).
+                let age = record
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+                    .unwrap_or_default();
+                if age < HALF_CREATED_GRACE {
+                    return self.existing_after_conflict(&record).await;
+                }
+                tracing::warn!(runtime_id = %info.runtime_id, "removing a half-created runtime (no secret) before starting afresh");
+                self.stop(&info.runtime_id).await?;
+                return self.create_runtime(spec, &session_hash).await;
+            }
+            let current = self.view(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+            return match current.status {
+                Status::Paused | Status::Error => self.resume(&info.runtime_id).await,
+                _ => {
+                    if current.pod_status == PodStatus::NotFound {
+                        // Complete a runtime whose creation was interrupted.
+                        self.ensure_objects(&record, secret.as_deref(), None).await?;
+                    }
+                    Ok(current)
+                }
+            };
+        }
+        self.create_runtime(spec, &session_hash).await
+    }
+
+    async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
+        Ok(self.find_record(runtime_id).and_then(|r| self.view(&r)))
+    }
+
+    async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
+        let name = manifests::record_name(&ids::session_hash(session_id));
+        Ok(self.inner.store.record(&name).and_then(|r| self.view(&r)))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
+        Ok(self
+            .inner
+            .store
+            .records
+            .state()
+            .iter()
+            .filter_map(|r| self.view(r))
+            .filter(|r| filter.matches(r.status))
+            .collect())
+    }
+
+    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let record = self.live_record(runtime_id)?;
+        let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let patched = if info.paused {
+            (*record).clone()
+        } else {
+            self.patch_record(&record.name_any(), json!({ ANNOTATION_PAUSED: "true" })).await?
+        };
+        self.delete_pods(runtime_id).await?;
+        self.await_cached(&patched).await;
+        tracing::info!(runtime_id, session_id = %info.session_id, "runtime paused");
+        self.view(&patched).ok_or_else(|| not_found(runtime_id))
+    }
+
+    async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let record = self.live_record(runtime_id)?;
+        let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let current = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
+        if !info.paused && matches!(current.status, Status::Starting | Status::Running) && current.pod_status != PodStatus::NotFound {
+            return Ok(current);
+        }
+        let secret_name = manifests::object_name(runtime_id);
+        let secret = self.inner.store.secret(&secret_name);
+        if self.inner.settings.rotate_key_on_resume {
+            let key = ids::new_session_key();
+            let encoded: BTreeMap<&str, String> = crate::runtime::env::SESSION_KEY_VARS
+                .iter()
+                .map(|k| (*k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key)))
+                .collect();
+            self.api::<Secret>()
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(json!({ "data": encoded })))
+                .await
+                .map_err(|e| kube_error("rotating the session key", e))?;
+        }
+        // A new pod generation: the old pod may still be terminating under its own name.
+        self.delete_pods(runtime_id).await?;
+        let generation = info.generation + 1;
+        let patched = self
+            .patch_record(
+                &record.name_any(),
+                json!({ ANNOTATION_PAUSED: "false", ANNOTATION_GENERATION: generation.to_string() }),
+            )
+            .await?;
+        if secret.is_none() {
+            return Err(BackendError::Internal(format!(
+                "runtime {runtime_id} has lost its secret; stop it and start a new one"
+            )));
+        }
+        self.ensure_objects(&patched, secret.as_deref(), None).await?;
+        if self.inner.settings.rotate_key_on_resume {
+            let written = self.api::<Secret>().get(&secret_name).await.map_err(|e| kube_error("reading the secret", e))?;
+            store::wait_until(CACHE_CATCH_UP, || store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)).await;
+        }
+        self.await_cached(&patched).await;
+        tracing::info!(runtime_id, session_id = %info.session_id, generation, "runtime resumed");
+        self.view(&patched).ok_or_else(|| not_found(runtime_id))
+    }
+
+    async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let record = self.find_record(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+        let mut last = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
+        let name = record.name_any();
+        // The record first: from now on this session starts afresh; then everything it owned,
+        // explicitly (garbage collection would get there too, but later and not when it is off).
+        self.delete::<ConfigMap>("runtime record", &name).await?;
+        let object = manifests::object_name(runtime_id);
+        self.delete_pods(runtime_id).await?;
+        self.delete::<Ingress>("ingress", &object).await?;
+        self.delete::<NetworkPolicy>("network policy", &object).await?;
+        self.delete::<Service>("service", &object).await?;
+        self.delete::<Secret>("secret", &object).await?;
+        if self.inner.settings.workspace_storage_size.is_some() {
+            self.delete::<PersistentVolumeClaim>("workspace claim", &manifests::claim_name(runtime_id)).await?;
+        }
+        let uid = record.metadata.uid.clone();
+        store::wait_until(CACHE_CATCH_UP, || {
+            self.inner.store.record(&name).is_none_or(|r| r.metadata.uid != uid)
+        })
+        .await;
+        tracing::info!(runtime_id, session_id = %last.session_id, "runtime stopped");
+        last.status = Status::Stopped;
+        last.pod_status = PodStatus::NotFound;
+        last.status_detail = None;
+        Ok(last)
+    }
+
+    async fn image_exists(&self, _image: &str) -> BackendResult<ImageCheck> {
+        Ok(ImageCheck::Unknown("this service does not query registries yet".into()))
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.inner.store.readiness()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_decode() {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s"},
+            "data": {"SESSION_API_KEY": "a2V5", "DEBUG": "dHJ1ZQ=="}
+        }))
+        .unwrap();
+        assert_eq!(secret_value(&secret, "SESSION_API_KEY").as_deref(), Some("key"));
+        assert_eq!(secret_value(&secret, "MISSING"), None);
+    }
+
+    #[test]
+    fn record_info_round_trips_the_builder() {
+        let spec = RuntimeSpec {
+            session_id: "MixedCase".into(),
+            image: "img".into(),
+            command: crate::runtime::Command::Shell("run".into()),
+            working_dir: None,
+            environment: [("SECRET".to_string(), "v".to_string())].into_iter().collect(),
+            resource_factor: 2.0,
+            runtime_class: None,
+            run_as_user: Some(10001),
+            run_as_group: None,
+            fs_group: None,
+            image_pull_policy: None,
+        };
+        let record = manifests::record("ns", "rid", "hash", &spec, "2026-01-01T00:00:00Z");
+        let info = record_info(&record).unwrap();
+        assert_eq!((info.runtime_id.as_str(), info.session_id.as_str()), ("rid", "MixedCase"));
+        assert!(!info.paused);
+        assert_eq!(info.generation, 1);
+        assert!(info.spec.environment.is_empty(), "environment values belong in the Secret");
+        assert_eq!(info.spec, RuntimeSpec { environment: BTreeMap::new(), ..spec });
+    }
+}
