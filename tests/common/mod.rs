@@ -88,6 +88,28 @@ impl Service {
         service
     }
 
+    /// Waits for `/readyz` (the Kubernetes backend: caches synced).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(resp) = self.client.get(format!("{}/readyz", self.base)).send().await {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("service did not become ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -140,6 +162,15 @@ impl Service {
             if Instant::now() > deadline {
                 panic!("runtime {runtime_id} never became {what}; last: {code} {body}");
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until the runtime is gone (404).
+    pub async fn wait_for_absent(&self, runtime_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get(&format!("/runtime/{runtime_id}")).await.0 != 404 {
+            assert!(Instant::now() < deadline, "runtime {runtime_id} is still visible");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -1,0 +1,500 @@
+//! The Kubernetes backend against a real kube-apiserver (etcd, controller-manager, scheduler, kwok
+//! nodes) started by `scripts/cluster.sh`. The service runs as the namespace-scoped ServiceAccount
+//! of `deploy/rbac.yaml`, so a missing permission fails a test.
+//!
+//! Run through `scripts/test.sh`, or by hand:
+//! `eval "$(scripts/cluster.sh up)" && cargo test --test kubernetes -- --ignored`
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Service, StateDir};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const NEEDS_CLUSTER: &str = "needs a Kubernetes API server: run scripts/test.sh";
+const RUNTIME_ID_LABEL: &str = "runtime-api.openhands.dev/runtime-id";
+const SESSION_HASH_LABEL: &str = "runtime-api.openhands.dev/session-hash";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let out = Command::new("kubectl").args(args).output().expect("kubectl on PATH (scripts/cluster.sh up puts it there)");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn admin() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default().await.expect("KUBECONFIG points at the test cluster (eval \"$(scripts/cluster.sh up)\")")
+}
+
+/// A namespace with the service's RBAC applied, deleted when the test ends.
+struct TestNamespace {
+    name: String,
+    dir: tempfile::TempDir,
+    admin: Client,
+}
+
+impl TestNamespace {
+    async fn new(prefix: &str) -> TestNamespace {
+        let admin = admin().await;
+        let name = format!("{prefix}-{}", &runtime_api::runtime::ids::new_runtime_id()[..8]);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        kubectl(&["apply", "-n", &name, "-f", repo().join("deploy/rbac.yaml").to_str().unwrap()]);
+        TestNamespace { name, dir: tempfile::tempdir().unwrap(), admin }
+    }
+
+    /// A kubeconfig that authenticates as the namespace's `runtime-api` ServiceAccount.
+    fn service_account_kubeconfig(&self) -> PathBuf {
+        let token = kubectl(&["create", "token", "runtime-api", "-n", &self.name, "--duration", "2h"]);
+        let server = std::env::var("RUNTIME_API_CLUSTER_SERVER").expect(NEEDS_CLUSTER);
+        let ca = std::env::var("RUNTIME_API_CLUSTER_CA").expect(NEEDS_CLUSTER);
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
+            "users": [{"name": "runtime-api", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "runtime-api", "namespace": self.name}}],
+            "current-context": "test"
+        });
+        let path = self.dir.path().join(format!("sa-{}.kubeconfig", common::free_port()));
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        path
+    }
+
+    async fn service(&self, state: &StateDir, extra: &[(&str, &str)]) -> Service {
+        let kubeconfig = self.service_account_kubeconfig();
+        let mut env = vec![
+            ("BACKEND", "kubernetes"),
+            ("NAMESPACE", self.name.as_str()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("BASE_DOMAIN", "sandbox.test"),
+        ];
+        env.extend_from_slice(extra);
+        let svc = Service::start(state, &env).await;
+        svc.wait_ready().await;
+        svc
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.admin.clone(), &self.name)
+    }
+
+    /// Every object carrying `selector`, as `kind/name`.
+    async fn objects(&self, selector: &str) -> BTreeSet<String> {
+        let lp = ListParams::default().labels(selector);
+        let mut found = BTreeSet::new();
+        macro_rules! collect {
+            ($kind:ty, $label:expr) => {
+                for o in self.api::<$kind>().list(&lp).await.unwrap() {
+                    found.insert(format!("{}/{}", $label, o.name_any()));
+                }
+            };
+        }
+        collect!(ConfigMap, "configmap");
+        collect!(Secret, "secret");
+        collect!(Pod, "pod");
+        collect!(KubeService, "service");
+        collect!(Ingress, "ingress");
+        collect!(NetworkPolicy, "networkpolicy");
+        collect!(PersistentVolumeClaim, "persistentvolumeclaim");
+        found
+    }
+
+    async fn wait_no_objects(&self, selector: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = self.objects(selector).await;
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "objects left behind: {left:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn pods_of(&self, runtime_id: &str) -> Vec<Pod> {
+        let lp = ListParams::default().labels(&format!("{RUNTIME_ID_LABEL}={runtime_id}"));
+        self.api::<Pod>().list(&lp).await.unwrap().items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl").args(["delete", "namespace", &self.name, "--wait=false"]).output();
+    }
+}
+
+fn id_of(runtime: &Value) -> String {
+    runtime["runtime_id"].as_str().unwrap().to_string()
+}
+
+fn selector_of(runtime_id: &str) -> String {
+    format!("{RUNTIME_ID_LABEL}={runtime_id}")
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
+    let ns = TestNamespace::new("lifecycle").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[("APP_SERVER_URL", "https://app.test"), ("WORKSPACE_STORAGE_SIZE", "5Gi")]).await;
+    let (code, started) = svc
+        .post("/start", json!({
+            "image": "ghcr.io/openhands/agent-server:1.58.2-python",
+            "command": "/usr/local/bin/openhands-agent-server --port 60000",
+            "working_dir": "/workspace", "session_id": "lifecycle-1",
+            "environment": {"GITHUB_TOKEN": "ghp-secret-value", "DEBUG": "1"},
+            "run_as_user": 10001, "fs_group": 10001, "resource_factor": 2, "image_pull_policy": "IfNotPresent"
+        }))
+        .await;
+    assert_eq!(code, 200, "{started}");
+    let id = id_of(&started);
+    assert_eq!(started["url"], format!("https://{id}.sandbox.test"));
+    assert_eq!(started["vscode_url"], format!("https://vscode-{id}.sandbox.test"));
+    assert_eq!(started["work_hosts"][format!("https://work-1-{id}.sandbox.test")], 12000);
+    // Readable at once, from the cache.
+    let (code, by_session) = svc.get("/sessions/lifecycle-1").await;
+    assert_eq!((code, &by_session["runtime_id"]), (200, &started["runtime_id"]));
+
+    let running = svc.wait_running(&id).await;
+    assert_eq!(running["session_api_key"], started["session_api_key"]);
+    let key = started["session_api_key"].as_str().unwrap().to_string();
+
+    // Every object is labelled, owned by the record, and named safely.
+    let objects = ns.objects(&selector_of(&id)).await;
+    let hash = runtime_api::runtime::ids::session_hash("lifecycle-1");
+    let expected: BTreeSet<String> = [
+        format!("configmap/oh-session-{hash}"),
+        format!("secret/oh-rt-{id}"),
+        format!("pod/oh-rt-{id}-1"),
+        format!("service/oh-rt-{id}"),
+        format!("ingress/oh-rt-{id}"),
+        format!("networkpolicy/oh-rt-{id}"),
+        format!("persistentvolumeclaim/oh-rt-{id}-workspace"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(objects, expected);
+    let record = ns.api::<ConfigMap>().get(&format!("oh-session-{hash}")).await.unwrap();
+    let uid = record.metadata.uid.clone().unwrap();
+    let pod = ns.api::<Pod>().get(&format!("oh-rt-{id}-1")).await.unwrap();
+    assert_eq!(pod.owner_references()[0].uid, uid);
+    assert_eq!(ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap().owner_references()[0].uid, uid);
+    assert_eq!(pod.labels()[SESSION_HASH_LABEL], hash);
+
+    // Secrets live in the Secret, never in the pod spec.
+    let pod_json = serde_json::to_string(&pod.spec).unwrap();
+    assert!(!pod_json.contains(&key), "session key in plain pod spec");
+    assert!(!pod_json.contains("ghp-secret-value"), "caller secret in plain pod spec");
+    let secret = ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data["SESSION_API_KEY"].0, key.as_bytes());
+    assert_eq!(data["GITHUB_TOKEN"].0, b"ghp-secret-value");
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let container = &spec.containers[0];
+    assert_eq!(container.command.as_ref().unwrap()[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+    assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "2000m");
+    assert_eq!(container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "8192Mi");
+    assert_eq!(spec.security_context.as_ref().unwrap().run_as_user, Some(10001));
+    assert_eq!(container.volume_mounts.as_ref().unwrap()[0].mount_path, "/workspace");
+
+    // Pause: the pod goes, everything else stays.
+    let (code, paused) = svc.post("/pause", json!({"runtime_id": id})).await;
+    assert_eq!((code, paused["status"].as_str()), (200, Some("paused")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ns.pods_of(&id).await.is_empty() {
+        assert!(Instant::now() < deadline, "paused runtime still has a pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after_pause = ns.objects(&selector_of(&id)).await;
+    assert!(after_pause.contains(&format!("persistentvolumeclaim/oh-rt-{id}-workspace")), "pause removed the workspace");
+    assert!(after_pause.contains(&format!("secret/oh-rt-{id}")));
+    assert_eq!(svc.get("/list").await.1["total"], 0, "paused runtimes are not listed by default");
+    assert_eq!(svc.get("/list?status=paused").await.1["total"], 1);
+
+    // Resume: same pod spec (image, command, env, resources), same key and URL.
+    let (code, resumed) = svc.post("/resume", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200, "{resumed}");
+    assert_eq!(resumed["session_api_key"], key.as_str());
+    assert_eq!(resumed["url"], started["url"]);
+    svc.wait_running(&id).await;
+    let new_pod = ns.api::<Pod>().get(&format!("oh-rt-{id}-2")).await.unwrap();
+    let (a, b) = (&spec.containers[0], &new_pod.spec.as_ref().unwrap().containers[0]);
+    assert_eq!((&a.image, &a.command, &a.env, &a.env_from, &a.resources, &a.working_dir), (&b.image, &b.command, &b.env, &b.env_from, &b.resources, &b.working_dir));
+    assert_eq!(spec.security_context, new_pod.spec.as_ref().unwrap().security_context);
+    let secret_after = ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap();
+    assert_eq!(secret_after.data.unwrap(), data, "resume must keep the key and environment");
+
+    // Stop: nothing with the runtime's label remains.
+    let (code, stopped) = svc.post("/stop", json!({"runtime_id": id})).await;
+    assert_eq!((code, stopped["status"].as_str()), (200, Some("stopped")));
+    assert_eq!(svc.get(&format!("/runtime/{id}")).await.0, 404);
+    assert_eq!(svc.get("/sessions/lifecycle-1").await.0, 404);
+    ns.wait_no_objects(&selector_of(&id)).await;
+    // And a new start for the session is a new runtime.
+    let fresh = svc.start_session("lifecycle-1").await;
+    assert_ne!(id_of(&fresh), id);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn mixed_case_session_ids_are_distinct_and_names_are_safe() {
+    let ns = TestNamespace::new("mixedcase").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[]).await;
+    let upper = svc.start_session("7HfK2pQx9LmN4rTz1VbC3w").await;
+    let lower = svc.start_session("7hfk2pqx9lmn4rtz1vbc3w").await;
+    assert_ne!(upper["runtime_id"], lower["runtime_id"]);
+    assert_eq!(svc.get("/sessions/7HfK2pQx9LmN4rTz1VbC3w").await.1["runtime_id"], upper["runtime_id"]);
+    assert_eq!(svc.get("/sessions/7hfk2pqx9lmn4rtz1vbc3w").await.1["runtime_id"], lower["runtime_id"]);
+    let weird = svc.start_session("Ünïcode/with spaces & symbols!").await;
+    assert_eq!(weird["session_id"], "Ünïcode/with spaces & symbols!");
+    let (_, batch) = svc.get("/sessions/batch?ids=7HfK2pQx9LmN4rTz1VbC3w,7hfk2pqx9lmn4rtz1vbc3w").await;
+    assert_eq!(batch.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn twenty_concurrent_starts_for_one_session_create_one_runtime() {
+    let ns = TestNamespace::new("concurrent").await;
+    let state = StateDir::new();
+    let a = Arc::new(ns.service(&state, &[]).await);
+    let b = Arc::new(ns.service(&state, &[]).await);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { svc.start_session("one-session").await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        ids.insert(id_of(&r));
+        keys.insert(r["session_api_key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(keys.len(), 1, "every caller must get the same, non-empty key: {keys:?}");
+    assert!(!keys.iter().next().unwrap().is_empty());
+    let hash = runtime_api::runtime::ids::session_hash("one-session");
+    let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
+    assert_eq!(objects.iter().filter(|o| o.starts_with("pod/")).count(), 1, "{objects:?}");
+    assert_eq!(objects.iter().filter(|o| o.starts_with("configmap/")).count(), 1, "{objects:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn two_instances_share_the_cluster_as_the_only_truth() {
+    let ns = TestNamespace::new("replicas").await;
+    let state_a = StateDir::new();
+    let state_b = StateDir::new();
+    let mut a = ns.service(&state_a, &[]).await;
+    let b = ns.service(&state_b, &[]).await;
+    let started = a.start_session("shared").await;
+    let id = id_of(&started);
+    b.wait_running(&id).await;
+    let (code, paused) = b.post("/pause", json!({"runtime_id": id})).await;
+    assert_eq!((code, paused["status"].as_str()), (200, Some("paused")));
+    a.wait_for(&id, "paused", |r| r["status"] == "paused").await;
+
+    // Restart A: it knows the paused runtime from the cluster alone.
+    a.kill();
+    let a = ns.service(&state_a, &[]).await;
+    let (_, view) = a.get(&format!("/runtime/{id}")).await;
+    assert_eq!(view["status"], "paused");
+    assert_eq!(a.get("/list?status=paused").await.1["total"], 1);
+    let (code, resumed) = a.post("/resume", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+    assert_eq!(resumed["session_api_key"], started["session_api_key"]);
+    a.wait_running(&id).await;
+    // A second /start on the other replica returns the same runtime.
+    assert_eq!(id_of(&b.start_session("shared").await), id);
+
+    let (code, _) = b.post("/stop", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+    ns.wait_no_objects(&selector_of(&id)).await;
+    a.wait_for_absent(&id).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_start_interrupted_by_a_crash_ends_complete() {
+    let ns = TestNamespace::new("crash").await;
+    let state = StateDir::new();
+    let mut first = ns.service(&state, &[]).await;
+    let hash = runtime_api::runtime::ids::session_hash("crash-session");
+    let record_name = format!("oh-session-{hash}");
+    // Fire /start and SIGKILL the service as soon as the record exists, before it finishes.
+    let request = first.request(reqwest::Method::POST, "/start").json(&json!({"image": "img", "session_id": "crash-session"}));
+    let pending = tokio::spawn(async move { request.send().await });
+    let records = ns.api::<ConfigMap>();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while records.get_opt(&record_name).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "record never appeared");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.kill();
+    let _ = pending.await;
+
+    // The client retries against a fresh instance: the runtime ends complete, with one of each object.
+    let second = ns.service(&state, &[]).await;
+    let runtime = second.start_session("crash-session").await;
+    let id = id_of(&runtime);
+    second.wait_running(&id).await;
+    assert_eq!(runtime["session_api_key"].as_str().unwrap().len(), 64);
+    let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
+    for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"] {
+        assert_eq!(objects.iter().filter(|o| o.starts_with(kind)).count(), 1, "{kind} in {objects:?}");
+    }
+    let (code, _) = second.post("/stop", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+    ns.wait_no_objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn kwok_failure_stages_surface_with_the_right_detail() {
+    let ns = TestNamespace::new("failures").await;
+    let cases: [(&str, &str, &str, &str); 3] = [
+        ("crashloop", "error", "crashloopbackoff", "exited with code"),
+        ("image-pull-error", "error", "failed", "ImagePullBackOff"),
+        ("never-ready", "starting", "running", "not ready"),
+    ];
+    for (stage, status, pod_status, needle) in cases {
+        let state = StateDir::new();
+        let label = format!("kwok.runtime-api/stage={stage}");
+        let svc = ns.service(&state, &[("SANDBOX_POD_LABELS", label.as_str())]).await;
+        let started = svc.start_session(&format!("stage-{stage}")).await;
+        let id = id_of(&started);
+        let seen = svc
+            .wait_for(&id, stage, |r| {
+                r["status"] == status
+                    && r["pod_status"] == pod_status
+                    && r["status_detail"].as_str().is_some_and(|d| d.contains(needle))
+            })
+            .await;
+        if stage == "crashloop" {
+            let seen = svc.wait_for(&id, "restarting", |r| r["restart_count"].as_u64() > Some(0)).await;
+            assert!(!seen["restart_reasons"].as_array().unwrap().is_empty(), "{seen}");
+            // Errors stay listed: they hold resources until stopped.
+            assert_eq!(svc.get("/list").await.1["total"].as_u64(), Some(1));
+        }
+        assert_ne!(seen["status"], "running");
+        svc.post("/stop", json!({"runtime_id": id})).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn reads_never_reach_the_api_server() {
+    let ns = TestNamespace::new("reads").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(id_of(&svc.start_session(&format!("reader-{i}")).await));
+    }
+    svc.wait_running(&ids[4]).await;
+    let before = read_requests(&ns.admin).await;
+    let reads = 300;
+    for i in 0..reads / 3 {
+        svc.get("/list?status=all").await;
+        svc.get(&format!("/sessions/reader-{}", i % 5)).await;
+        svc.get(&format!("/runtime/{}", ids[i % 5])).await;
+    }
+    let after = read_requests(&ns.admin).await;
+    // Other cluster components read too; a request per read would add at least `reads`.
+    assert!(after - before < 20.0, "{reads} reads caused {} GET/LIST requests", after - before);
+}
+
+/// GET and LIST requests the API server served for the kinds the service caches.
+async fn read_requests(admin: &Client) -> f64 {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin.request_text(req).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("verb=\"GET\"") || l.contains("verb=\"LIST\""))
+        .filter(|l| ["resource=\"configmaps\"", "resource=\"secrets\"", "resource=\"pods\""].iter().any(|r| l.contains(r)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn kubernetes_failures_map_to_clear_http_errors() {
+    // No RBAC in this namespace for the service account of another one: 403 and not ready.
+    let ns = TestNamespace::new("rbac").await;
+    let other = TestNamespace::new("norbac").await;
+    let kubeconfig = ns.service_account_kubeconfig();
+    let state = StateDir::new();
+    let svc = Service::start(&state, &[
+        ("BACKEND", "kubernetes"),
+        ("NAMESPACE", other.name.as_str()),
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+    ])
+    .await;
+    let (code, body) = Service::send(reqwest::Client::new().get(format!("{}/readyz", svc.base))).await;
+    assert_eq!(code, 503, "{body}");
+    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "forbidden"})).await;
+    assert_eq!((code, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Role"), "{body}");
+
+    // An unreachable API server: 503, and /readyz says why.
+    let dead = ns.dir.path().join("dead.kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "dead", "cluster": {"server": format!("https://127.0.0.1:{}", common::free_port()), "insecure-skip-tls-verify": true}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+        "current-context": "dead"
+    });
+    std::fs::write(&dead, serde_json::to_vec(&config).unwrap()).unwrap();
+    let state = StateDir::new();
+    let svc = Service::start(&state, &[("BACKEND", "kubernetes"), ("NAMESPACE", "any"), ("KUBECONFIG", dead.to_str().unwrap())]).await;
+    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "unreachable"})).await;
+    assert_eq!((code, body["error"].as_str()), (503, Some("unavailable")), "{body}");
+    let (code, _) = Service::send(reqwest::Client::new().get(format!("{}/readyz", svc.base))).await;
+    assert_eq!(code, 503);
+    // Bad input is still a 400, whatever the cluster does.
+    let (code, _) = svc.post("/start", json!({"image": "img", "session_id": "s", "resource_factor": 100})).await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn runtime_classes_are_checked_against_the_allowlist() {
+    let ns = TestNamespace::new("classes").await;
+    let state = StateDir::new();
+    let class: k8s_openapi::api::node::v1::RuntimeClass =
+        serde_json::from_value(json!({"metadata": {"name": "gvisor"}, "handler": "runsc"})).unwrap();
+    match Api::all(ns.admin.clone()).create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating the RuntimeClass: {e}"),
+    }
+    let svc = ns.service(&state, &[("RUNTIME_CLASSES", "gvisor")]).await;
+    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "c1", "runtime_class": "sysbox-runc"})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("not allowed"));
+    let ok = svc.post("/start", json!({"image": "img", "session_id": "c2", "runtime_class": "gvisor"})).await;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    let pod = ns.api::<Pod>().get(&format!("oh-rt-{}-1", id_of(&ok.1))).await.unwrap();
+    assert_eq!(pod.spec.unwrap().runtime_class_name.as_deref(), Some("gvisor"));
+}
