@@ -582,3 +582,220 @@ pub fn workspace_claim(s: &KubeSettings, id: &Identity<'_>) -> Option<Persistent
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::runtime::PullPolicy;
+    use clap::Parser;
+
+    fn settings(extra: &[&str]) -> KubeSettings {
+        let args = ["runtime-api", "--api-key", "k", "--namespace", "sandboxes"].iter().chain(extra.iter());
+        KubeSettings::from_config(&Config::parse_from(args)).unwrap()
+    }
+
+    fn spec() -> RuntimeSpec {
+        RuntimeSpec {
+            session_id: "AbC".into(),
+            image: "ghcr.io/openhands/agent-server:1.58.2-python".into(),
+            command: Command::Shell("/usr/local/bin/openhands-agent-server --port 60000".into()),
+            working_dir: Some("/workspace".into()),
+            environment: [("GITHUB_TOKEN".to_string(), "ghp-x".to_string())].into_iter().collect(),
+            resource_factor: 2.0,
+            runtime_class: Some("sysbox-runc".into()),
+            run_as_user: Some(10001),
+            run_as_group: Some(10001),
+            fs_group: Some(10001),
+            image_pull_policy: Some(PullPolicy::Always),
+        }
+    }
+
+    fn identity() -> Identity<'static> {
+        Identity {
+            runtime_id: "0123456789abcdef0123456789abcdef",
+            session_hash: "feedbeef",
+            owner: OwnerReference {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "oh-session-feedbeef".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        }
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        let hash = crate::runtime::ids::session_hash("AnyCASE session/ID ü");
+        for name in [record_name(&hash), object_name(identity().runtime_id), pod_name(identity().runtime_id, 12), claim_name(identity().runtime_id)] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+        }
+    }
+
+    #[test]
+    fn pod_follows_the_spec_and_the_settings() {
+        let s = settings(&["--image-pull-secrets", "regcred", "--sandbox-pod-labels", "team=a", "--sandbox-node-selector", "pool=sandboxes"]);
+        let pod = pod(&s, &identity(), &spec(), Some("sysbox-runc".into()), 3);
+        assert_eq!(pod.metadata.name.as_deref(), Some("oh-rt-0123456789abcdef0123456789abcdef-3"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("sandboxes"));
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_RUNTIME_ID], "0123456789abcdef0123456789abcdef");
+        assert_eq!(labels[LABEL_COMPONENT], COMPONENT_SANDBOX);
+        assert_eq!(labels["team"], "a");
+        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+        let ps = pod.spec.as_ref().unwrap();
+        assert_eq!(ps.automount_service_account_token, Some(false));
+        assert_eq!(ps.runtime_class_name.as_deref(), Some("sysbox-runc"));
+        assert_eq!(ps.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+        assert_eq!(ps.node_selector.as_ref().unwrap()["pool"], "sandboxes");
+        let sc = ps.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.run_as_group, sc.fs_group), (Some(10001), Some(10001), Some(10001)));
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let c = &ps.containers[0];
+        assert_eq!(c.command.as_ref().unwrap(), &["/bin/sh", "-c", "/usr/local/bin/openhands-agent-server --port 60000"]);
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(c.working_dir.as_deref(), Some("/workspace"));
+        let ports: Vec<i32> = c.ports.as_ref().unwrap().iter().map(|p| p.container_port).collect();
+        assert_eq!(ports, [60000, 60001, 12000, 12001]);
+        let res = c.resources.as_ref().unwrap();
+        assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "2000m");
+        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "4096Mi");
+        assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "4000m");
+        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "8192Mi");
+        // sysbox-runc is privileged by default: escalation allowed for Docker-in-Docker.
+        assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(true));
+        let startup = c.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!((startup.path.as_deref(), &startup.port), (Some("/alive"), &IntOrString::Int(60000)));
+        assert!(c.readiness_probe.is_some());
+        // Secrets only by reference.
+        assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "oh-rt-0123456789abcdef0123456789abcdef");
+        let json = serde_json::to_string(&pod).unwrap();
+        assert!(!json.contains("ghp-x") && !json.contains("SESSION_API_KEY"), "{json}");
+        let env: BTreeMap<_, _> = c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.clone().unwrap())).collect();
+        assert_eq!(env["OH_VSCODE_PORT"], "60001");
+        assert_eq!(env["WORKER_1"], "12000");
+    }
+
+    #[test]
+    fn command_forms_and_unprivileged_default() {
+        let s = settings(&[]);
+        let exec = RuntimeSpec { command: Command::Exec(vec!["/bin/agent".into(), "--port".into(), "60000".into()]), runtime_class: None, ..spec() };
+        let p = pod(&s, &identity(), &exec, None, 1);
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.command.as_ref().unwrap(), &["/bin/agent", "--port", "60000"]);
+        assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
+        assert_eq!(p.spec.as_ref().unwrap().runtime_class_name, None);
+        let entrypoint = RuntimeSpec { command: Command::ImageDefault, ..spec() };
+        assert_eq!(pod(&s, &identity(), &entrypoint, None, 1).spec.unwrap().containers[0].command, None);
+    }
+
+    #[test]
+    fn runtime_class_allowlist() {
+        let open = settings(&[]);
+        assert_eq!(runtime_class(&open, &spec()), Ok(None), "no allowlist: the cluster default");
+        let strict = settings(&["--runtime-classes", "gvisor,kata"]);
+        assert!(runtime_class(&strict, &spec()).unwrap_err().contains("not allowed"));
+        let gvisor = RuntimeSpec { runtime_class: Some("gvisor".into()), ..spec() };
+        assert_eq!(runtime_class(&strict, &gvisor), Ok(Some("gvisor".into())));
+    }
+
+    #[test]
+    fn secret_holds_key_and_caller_environment_only() {
+        let s = settings(&["--app-server-url", "https://app.example.com"]);
+        let secret = secret(&s, &identity(), "the-key", &spec().environment);
+        let data = secret.data.unwrap();
+        let keys: Vec<_> = data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["GITHUB_TOKEN", "OH_SESSION_API_KEYS_0", "SESSION_API_KEY"]);
+        assert_eq!(data["SESSION_API_KEY"].0, b"the-key");
+        // The webhook URL is not secret: it is in the pod spec instead.
+        let p = pod(&s, &identity(), &spec(), None, 1);
+        let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "OH_WEBHOOKS_0_BASE_URL" && e.value.as_deref() == Some("https://app.example.com/api/v1/webhooks")));
+    }
+
+    #[test]
+    fn subdomain_routing() {
+        let s = settings(&["--base-domain", "sb.example.com", "--ingress-class", "traefik", "--ingress-tls-secret", "wildcard", "--ingress-annotations", "a=b"]);
+        let id = identity();
+        let u = urls(&s, id.runtime_id);
+        assert_eq!(u.url, format!("https://{}.sb.example.com", id.runtime_id));
+        assert_eq!(u.vscode_url, format!("https://vscode-{}.sb.example.com", id.runtime_id));
+        assert_eq!(u.work_hosts[&format!("https://work-2-{}.sb.example.com", id.runtime_id)], 12001);
+        let ing = ingress(&s, &id);
+        assert_eq!(ing.metadata.annotations.as_ref().unwrap()["a"], "b");
+        let spec = ing.spec.unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
+        let rules = spec.rules.unwrap();
+        assert_eq!(rules.len(), 4);
+        let host_ports: Vec<(String, i32)> = rules
+            .iter()
+            .map(|r| {
+                let b = &r.http.as_ref().unwrap().paths[0].backend;
+                (r.host.clone().unwrap(), b.service.as_ref().unwrap().port.as_ref().unwrap().number.unwrap())
+            })
+            .collect();
+        assert_eq!(host_ports[1], (format!("vscode-{}.sb.example.com", id.runtime_id), 60001));
+        let tls = &spec.tls.unwrap()[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("wildcard"));
+        assert_eq!(tls.hosts.as_ref().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn path_routing_sets_the_vscode_base_path() {
+        let s = settings(&["--routing-mode", "path", "--base-domain", "oh.example.com"]);
+        let id = identity();
+        let u = urls(&s, id.runtime_id);
+        assert_eq!(u.url, format!("https://oh.example.com/{}", id.runtime_id));
+        assert_eq!(u.vscode_url, format!("https://oh.example.com/{}/vscode", id.runtime_id));
+        let ing = ingress(&s, &id);
+        let paths = &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths;
+        assert_eq!(paths.len(), 4);
+        assert_eq!(paths[0].path.as_deref(), Some(format!("/{}/work-2(/|$)(.*)", id.runtime_id).as_str()));
+        assert_eq!(paths[3].path.as_deref(), Some(format!("/{}(/|$)(.*)", id.runtime_id).as_str()));
+        let p = pod(&s, &id, &spec(), None, 1);
+        let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH" && e.value.as_deref() == Some(format!("/{}/vscode", id.runtime_id).as_str())));
+    }
+
+    #[test]
+    fn network_policy_admits_only_ingress_and_service_and_blocks_metadata() {
+        let s = settings(&["--ingress-namespace", "traefik", "--service-pod-labels", "app=runtime-api"]);
+        let np = network_policy(&s, &identity()).spec.unwrap();
+        assert_eq!(np.policy_types.unwrap(), ["Ingress", "Egress"]);
+        let from = np.ingress.unwrap()[0].from.clone().unwrap();
+        assert_eq!(from[0].namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"], "traefik");
+        assert_eq!(from[1].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app"], "runtime-api");
+        let to = np.egress.unwrap()[0].to.clone().unwrap();
+        assert_eq!(to[0].ip_block.as_ref().unwrap().except.as_ref().unwrap(), &["169.254.169.254/32"]);
+    }
+
+    #[test]
+    fn workspace_claim_and_mount_only_when_configured() {
+        let none = settings(&[]);
+        assert!(workspace_claim(&none, &identity()).is_none());
+        assert!(pod(&none, &identity(), &spec(), None, 1).spec.unwrap().volumes.is_none());
+        let s = settings(&["--workspace-storage-size", "10Gi", "--workspace-storage-class", "fast"]);
+        let claim = workspace_claim(&s, &identity()).unwrap();
+        let cs = claim.spec.unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(cs.resources.unwrap().requests.unwrap()["storage"].0, "10Gi");
+        let root = RuntimeSpec { working_dir: Some("/".into()), ..spec() };
+        assert_eq!(workspace_mount_path(&root), "/workspace");
+        assert_eq!(workspace_mount_path(&spec()), "/workspace");
+    }
+
+    #[test]
+    fn ca_bundle_is_mounted_and_announced() {
+        let s = settings(&["--ca-cert-secret", "corp-ca"]);
+        let p = pod(&s, &identity(), &spec(), None, 1);
+        let ps = p.spec.unwrap();
+        assert_eq!(ps.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("corp-ca"));
+        let c = &ps.containers[0];
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CA_MOUNT_DIR);
+        let env = c.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == "SSL_CERT_FILE" && e.value.as_deref() == Some("/etc/runtime-api/ca/ca.crt")));
+    }
+}
