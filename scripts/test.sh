@@ -15,6 +15,14 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go is required (for the test control plane)" >&2; exit 1; }
 
+# A CNCF distribution registry for the /image_exists tests, from Debian's packages.
+if ! command -v docker-registry >/dev/null; then
+    step "Installing docker-registry (Debian package)"
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry >&2 \
+        || { $SUDO apt-get update >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry >&2; }
+fi
+
 step "Rust: build, unit tests, API tests over a real socket"
 cargo build --locked --all-targets
 cargo test --locked --lib --bins --test api

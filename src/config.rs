@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "IMAGE_PULL_SECRETS", default_value = "")]
     pub image_pull_secrets: String,
 
+    /// Registries `/image_exists` speaks to over plain HTTP (comma list of host:port), e.g. a
+    /// registry on loopback. All others are asked over HTTPS.
+    #[arg(long, env = "INSECURE_REGISTRIES", default_value = "")]
+    pub insecure_registries: String,
+
     /// Kubernetes: Secret with a CA bundle under key `ca.crt`, mounted into sandboxes and used
     /// through SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS.
     #[arg(long, env = "CA_CERT_SECRET")]

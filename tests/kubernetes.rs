@@ -498,3 +498,106 @@ async fn runtime_classes_are_checked_against_the_allowlist() {
     let pod = ns.api::<Pod>().get(&format!("oh-rt-{}-1", id_of(&ok.1))).await.unwrap();
     assert_eq!(pod.spec.unwrap().runtime_class_name.as_deref(), Some("gvisor"));
 }
+
+/// A CNCF distribution registry (Debian's `docker-registry`) on loopback, with one pushed image.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config_path.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry; scripts/test.sh installs it)");
+        let registry = Registry { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(registry.url("/v2/")).await.is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        registry
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+        let client = reqwest::Client::new();
+        let started = client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
+        assert_eq!(started.status(), 202);
+        let location = started.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") { location } else { self.url(&location) };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = client.put(format!("{location}{sep}digest={digest}")).body(bytes.to_vec()).send().await.unwrap();
+        assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
+        digest
+    }
+
+    /// Pushes a minimal image manifest (one config blob, one layer) as `repo:tag`.
+    async fn push_image(&self, repo: &str, tag: &str) {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let layer = b"not really a tarball";
+        let config_digest = self.push_blob(repo, config).await;
+        let layer_digest = self.push_blob(repo, layer).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": config_digest},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": layer.len(), "digest": layer_digest}]
+        });
+        let resp = reqwest::Client::new()
+            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("content-type", "application/vnd.docker.distribution.manifest.v2+json")
+            .body(serde_json::to_vec(&manifest).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn image_exists_asks_the_registry() {
+    let registry = Registry::start().await;
+    registry.push_image("openhands/agent-server", "1.58.2").await;
+    let host = format!("127.0.0.1:{}", registry.port);
+    let ns = TestNamespace::new("registry").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[("INSECURE_REGISTRIES", host.as_str())]).await;
+    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
+    assert_eq!((code, body["exists"].as_bool()), (200, Some(true)), "{body}");
+    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:0.0.0")).await;
+    assert_eq!((code, body["exists"].as_bool()), (200, Some(false)), "{body}");
+    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/nothing-here")).await;
+    assert_eq!((code, body["exists"].as_bool()), (200, Some(false)), "{body}");
+    // A registry that cannot be reached: the service says it cannot tell.
+    drop(registry);
+    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
+    assert_eq!((code, body["error"].as_str()), (503, Some("unknown")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("cannot tell"), "{body}");
+}

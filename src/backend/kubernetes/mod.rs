@@ -29,6 +29,7 @@ use self::manifests::{
 };
 pub use self::settings::KubeSettings;
 use self::store::Store;
+use crate::registry::{self, Credentials, RegistryClient, docker_config_credentials};
 use crate::runtime::{
     Backend, BackendError, BackendResult, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
     ids,
@@ -48,6 +49,7 @@ struct Inner {
     settings: KubeSettings,
     client: Client,
     store: Store,
+    registry: RegistryClient,
     /// Serialises `/start` per session within this replica; across replicas the record's
     /// deterministic name does the same job.
     session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -118,14 +120,31 @@ impl KubernetesBackend {
     /// starts the watches. Fails only when no configuration can be found at all.
     pub async fn connect(settings: KubeSettings) -> Result<Self, String> {
         let client = Client::try_default().await.map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
-        Ok(Self::with_client(client, settings))
+        Self::with_client(client, settings)
     }
 
-    pub fn with_client(client: Client, settings: KubeSettings) -> Self {
+    pub fn with_client(client: Client, settings: KubeSettings) -> Result<Self, String> {
+        let registry = RegistryClient::new(settings.insecure_registries.clone())?;
         let store = Store::start(client.clone(), &settings.namespace);
-        KubernetesBackend {
-            inner: Arc::new(Inner { settings, client, store, session_locks: Mutex::default() }),
+        Ok(KubernetesBackend {
+            inner: Arc::new(Inner { settings, client, store, registry, session_locks: Mutex::default() }),
+        })
+    }
+
+    /// Registry credentials from the configured image pull secrets (read when asked: rare).
+    async fn pull_credentials(&self) -> BackendResult<HashMap<String, Credentials>> {
+        let mut all = HashMap::new();
+        for name in &self.inner.settings.image_pull_secrets {
+            let secret = match self.api::<Secret>().get_opt(name).await {
+                Ok(Some(secret)) => secret,
+                Ok(None) => continue,
+                Err(e) => return Err(kube_error(&format!("reading the pull secret {name}"), e)),
+            };
+            if let Some(config) = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")) {
+                all.extend(docker_config_credentials(&config.0));
+            }
         }
+        Ok(all)
     }
 
     pub fn store(&self) -> &Store {
@@ -454,8 +473,10 @@ impl Backend for KubernetesBackend {
         Ok(last)
     }
 
-    async fn image_exists(&self, _image: &str) -> BackendResult<ImageCheck> {
-        Ok(ImageCheck::Unknown("this service does not query registries yet".into()))
+    async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck> {
+        let credentials = self.pull_credentials().await?;
+        let host = registry::parse_image(image).map(|i| i.registry).unwrap_or_default();
+        Ok(self.inner.registry.check(image, credentials.get(&host)).await)
     }
 
     fn readiness(&self) -> Readiness {

@@ -29,6 +29,7 @@ pub struct KubeSettings {
     /// Runtime classes whose sandboxes may escalate privileges (e.g. sysbox-runc for Docker-in-Docker).
     pub privileged_runtime_classes: Vec<String>,
     pub image_pull_secrets: Vec<String>,
+    pub insecure_registries: Vec<String>,
     pub ca_cert_secret: Option<String>,
     pub workspace_storage_size: Option<String>,
     pub workspace_storage_class: Option<String>,
@@ -67,6 +68,7 @@ impl KubeSettings {
             runtime_classes: parse_list(&c.runtime_classes),
             privileged_runtime_classes: parse_list(&c.privileged_runtime_classes),
             image_pull_secrets: parse_list(&c.image_pull_secrets),
+            insecure_registries: parse_list(&c.insecure_registries),
             ca_cert_secret: c.ca_cert_secret.clone().filter(|s| !s.is_empty()),
             workspace_storage_size: c.workspace_storage_size.clone().filter(|s| !s.is_empty()),
             workspace_storage_class: c.workspace_storage_class.clone().filter(|s| !s.is_empty()),
