@@ -320,8 +320,25 @@ EOF
   done
 }
 
+storage_class_yaml() {
+  cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+}
+
 up() {
   exec 3>&1 1>&2   # stdout is only for the export lines
+  # `eval "$(scripts/cluster.sh up)"` ignores the exit status of the command
+  # substitution: on failure, print `false` so that the eval itself fails.
+  trap 'if (($? != 0)); then echo "false  # scripts/cluster.sh up failed" >&3; fi' EXIT
   if [[ -d $RUN_DIR ]]; then
     if running; then
       log "cluster already running (run dir $RUN_DIR); reusing it"
@@ -335,6 +352,7 @@ up() {
   fi
   local t0=$SECONDS port bin
   for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CONTROLLER_MANAGER_PORT" "$SCHEDULER_PORT"; do
+    [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port' in a CLUSTER_*_PORT variable"
     port_busy "$port" && die "port $HOST:$port is already in use (override with CLUSTER_*_PORT, see cluster/README.md)"
   done
   command -v curl >/dev/null || die "curl not found on PATH"
@@ -380,6 +398,7 @@ up() {
     --use-service-account-credentials=true \
     --cluster-signing-cert-file "$p/ca.crt" --cluster-signing-key-file "$p/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
+    --enable-hostpath-provisioner=true \
     --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
     --profiling=false
   start kube-scheduler "$bin/kube-scheduler" \
@@ -401,6 +420,11 @@ up() {
   nodes_yaml | kubectl_ apply -f - >>"$RUN_DIR/logs/kubectl.log" 2>&1 \
     || fail kubectl "creating the kwok nodes"
   wait_for kwok 60 kubectl_ wait --for=condition=Ready node -l type=kwok --timeout=5s
+  # Default StorageClass: the controller manager's (test-only) hostPath provisioner
+  # creates and binds a PV for each PVC (an empty dir under /tmp/hostpath_pv, removed
+  # again with the PVC), so pods with PVCs get scheduled.
+  storage_class_yaml | kubectl_ apply -f - >>"$RUN_DIR/logs/kubectl.log" 2>&1 \
+    || fail kubectl "creating the default StorageClass"
   # The controller manager is working once it has made the default ServiceAccount.
   wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
   log "cluster ready in $((SECONDS - t0))s: Kubernetes $(kube_version) on https://$HOST:$APISERVER_PORT (run dir $RUN_DIR)"

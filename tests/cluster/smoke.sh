@@ -245,6 +245,51 @@ eventually 60 "$STAGE_LABEL=never-ready: Running with a podIP, Ready=False, cont
 sleep 3
 check "$STAGE_LABEL=never-ready: still not Ready 3s later" never_ready
 
+# ---- storage: default StorageClass, dynamic PV, pod with a PVC ----------------------
+kubectl apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: ["ReadWriteOnce"]
+  resources:
+    requests:
+      storage: 5Gi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: pvc-pod
+spec:
+  containers:
+  - name: main
+    image: registry.invalid/runtime:smoke
+    volumeMounts:
+    - name: data
+      mountPath: /workspace
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: data
+EOF
+pvc_bound() {
+  local phase class; phase=$(kubectl get pvc data -n "$NS" -o jsonpath='{.status.phase}')
+  class=$(kubectl get pvc data -n "$NS" -o jsonpath='{.spec.storageClassName}')
+  [[ $phase == Bound && $class == standard ]] || { echo "phase=$phase storageClassName=$class"; return 1; }
+}
+eventually 60 "a PVC without storageClassName gets the default class and is Bound to a provisioned PV" pvc_bound
+pvc_pod_ready() {
+  [[ $(field pvc-pod '{.status.conditions[?(@.type=="Ready")].status}') == True ]] ||
+    { echo "pvc-pod: $(field pvc-pod '{.status.phase} {.status.conditions}')"; return 1; }
+}
+eventually 60 "a pod mounting the PVC is scheduled and Ready" pvc_pod_ready
+PV=$(kubectl get pvc data -n "$NS" -o jsonpath='{.spec.volumeName}')
+kubectl delete pod pvc-pod -n "$NS" --wait=false >/dev/null
+kubectl delete pvc data -n "$NS" --wait=false >/dev/null
+pv_gone() { ! kubectl get pv "$PV" >/dev/null 2>&1; }
+eventually 60 "deleting the PVC deletes its PV ($PV, reclaimPolicy Delete)" pv_gone
+
 # ---- graceful deletion completes ---------------------------------------------------
 check "delete pods (default grace period)" kubectl delete pod ready-pod crash-pod pull-pod unready-pod -n "$NS" --wait=false
 pods_gone() {
