@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::maintenance::FailedAction;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
     /// Each runtime is a local child process running the OpenHands agent server.
@@ -175,6 +177,42 @@ pub struct Config {
     #[arg(long, env = "SANDBOX_NODE_SELECTOR", default_value = "")]
     pub sandbox_node_selector: String,
 
+    /// Pause running runtimes whose agent server reports being idle longer than this (0: never).
+    #[arg(long, env = "RUNTIME_IDLE_SECONDS", default_value_t = 1800)]
+    pub runtime_idle_seconds: u64,
+
+    /// Stop runtimes paused for longer than this (0: never). The only rule that removes paused runtimes.
+    #[arg(long, env = "RUNTIME_DEAD_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub runtime_dead_seconds: u64,
+
+    /// Act on runtimes in error (crash loop, image pull failure...) for longer than this (0: never).
+    #[arg(long, env = "RUNTIME_FAILED_SECONDS", default_value_t = 900)]
+    pub runtime_failed_seconds: u64,
+
+    /// What to do with runtimes in error past RUNTIME_FAILED_SECONDS: `pause` or `stop`.
+    #[arg(long, env = "RUNTIME_FAILED_ACTION", value_enum, default_value_t = FailedAction::Pause)]
+    pub runtime_failed_action: FailedAction,
+
+    /// Seconds between maintenance rounds.
+    #[arg(long, env = "MAINTENANCE_INTERVAL_SECONDS", default_value_t = 30)]
+    pub maintenance_interval_seconds: u64,
+
+    /// Kubernetes: objects younger than this are never swept as orphans or half-created.
+    #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 60)]
+    pub orphan_grace_seconds: u64,
+
+    /// Kubernetes: name of the Lease that elects the replica running maintenance.
+    #[arg(long, env = "LEASE_NAME", default_value = "runtime-api-leader")]
+    pub lease_name: String,
+
+    /// Kubernetes: lease duration; a dead leader is replaced within about this long.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// This replica's identity in the Lease and in Events (the pod name in a Deployment).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
     /// Process backend: directory for runtime records, working directories and logs
     /// [default: $XDG_STATE_HOME/runtime-api or ~/.local/state/runtime-api].
     #[arg(long, env = "STATE_DIR")]
@@ -278,10 +316,24 @@ impl Config {
         if !matches!(self.sandbox_url_scheme.as_str(), "http" | "https") {
             return Err(ConfigError(format!("SANDBOX_URL_SCHEME must be http or https, got {:?}", self.sandbox_url_scheme)));
         }
+        if self.maintenance_interval_seconds == 0 {
+            return Err(ConfigError("MAINTENANCE_INTERVAL_SECONDS must be at least 1".into()));
+        }
+        if self.lease_duration_seconds < 3 {
+            return Err(ConfigError("LEASE_DURATION_SECONDS must be at least 3".into()));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError("MAX_BODY_BYTES must be at least 1024".into()));
         }
         Ok(())
+    }
+
+    /// This replica's identity: POD_NAME, else the host name with a random suffix.
+    pub fn identity(&self) -> String {
+        self.pod_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "runtime-api".into());
+            format!("{}-{}", host.trim(), &crate::runtime::ids::new_runtime_id()[..8])
+        })
     }
 
     /// The process backend's state directory, with the XDG default applied.

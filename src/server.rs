@@ -9,6 +9,8 @@ use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
 use crate::config::{BackendKind, Config};
 use crate::runtime::Backend;
+use crate::maintenance::lease::{self, LeaseSettings};
+use crate::maintenance::{self, MaintenanceSettings};
 use crate::telemetry::Metrics;
 
 /// Why the service could not start or stopped abnormally; printed as one line.
@@ -22,7 +24,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn build_backend(config: &Config, metrics: Metrics) -> Result<Arc<dyn Backend>, ServeError> {
+/// The backend and, for Kubernetes, what leader election needs.
+pub struct Built {
+    pub backend: Arc<dyn Backend>,
+    pub lease_api: Option<kube::Api<k8s_openapi::api::coordination::v1::Lease>>,
+}
+
+pub async fn build_backend(config: &Config, metrics: Metrics, identity: &str) -> Result<Built, ServeError> {
     match config.backend {
         BackendKind::Process => {
             let settings = ProcessSettings {
@@ -35,12 +43,13 @@ pub async fn build_backend(config: &Config, metrics: Metrics) -> Result<Arc<dyn 
             let dir = settings.state_dir.display().to_string();
             let backend = ProcessBackend::open(settings, metrics)
                 .map_err(|e| ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}")))?;
-            Ok(Arc::new(backend))
+            Ok(Built { backend: Arc::new(backend), lease_api: None })
         }
         BackendKind::Kubernetes => {
             let settings = KubeSettings::from_config(config).map_err(|e| ServeError::Backend(e.to_string()))?;
-            let backend = KubernetesBackend::connect(settings).await.map_err(ServeError::Backend)?;
-            Ok(Arc::new(backend))
+            let backend = KubernetesBackend::connect(settings, metrics, identity).await.map_err(ServeError::Backend)?;
+            let lease_api = kube::Api::namespaced(backend.client(), backend.namespace());
+            Ok(Built { backend: Arc::new(backend), lease_api: Some(lease_api) })
         }
     }
 }
@@ -51,7 +60,40 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // kube and reqwest use rustls; pick its crypto provider once for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Metrics::new();
-    let backend = build_backend(&config, metrics.clone()).await?;
+    let identity = config.identity();
+    let Built { backend, lease_api } = build_backend(&config, metrics.clone(), &identity).await?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let mut background = Vec::new();
+    match lease_api {
+        Some(api) => {
+            let lease = LeaseSettings {
+                name: config.lease_name.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(config.lease_duration_seconds),
+                retry: Duration::from_secs((config.lease_duration_seconds / 5).max(1)),
+            };
+            background.push(tokio::spawn(lease::run(api, lease, leader_tx, shutdown_rx.clone())));
+        }
+        // One process owns its STATE_DIR (it is locked): it is always the leader.
+        None => {
+            leader_tx.send_replace(true);
+        }
+    }
+    let maintenance_settings = MaintenanceSettings {
+        interval: Duration::from_secs(config.maintenance_interval_seconds),
+        idle: Duration::from_secs(config.runtime_idle_seconds),
+        dead: Duration::from_secs(config.runtime_dead_seconds),
+        failed: Duration::from_secs(config.runtime_failed_seconds),
+        failed_action: config.runtime_failed_action,
+    };
+    background.push(tokio::spawn(maintenance::run(
+        backend.clone(),
+        maintenance_settings,
+        metrics.clone(),
+        leader_rx,
+        shutdown_rx,
+    )));
     let state = AppState::new(
         backend.clone(),
         metrics,
@@ -78,6 +120,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             let _ = signalled_rx.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("in-flight requests did not finish within {grace:?}; exiting anyway"),
+    }
+    // Stop background work and release the lease before exiting.
+    shutdown_tx.send_replace(true);
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     backend.shutdown().await;
     tracing::info!("runtime API stopped");

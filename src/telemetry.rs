@@ -56,6 +56,22 @@ pub struct Metrics {
     pub operations: Family<OperationLabels, Counter>,
     pub start_duration: Histogram,
     pub start_to_running: Histogram,
+    pub maintenance: Family<OperationLabels, Counter>,
+    pub leader: Gauge,
+    pub cache_objects: Family<KindLabels, Gauge>,
+    pub kube_requests: Family<KubeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeLabels {
+    pub verb: String,
+    pub kind: String,
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -85,7 +101,19 @@ impl Metrics {
             "Time from the creation of a runtime to its agent server answering",
             start_to_running.clone(),
         );
+        let maintenance = Family::<OperationLabels, Counter>::default();
+        registry.register("maintenance_actions", "Maintenance actions by kind and outcome", maintenance.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica runs the background work", leader.clone());
+        let cache_objects = Family::<KindLabels, Gauge>::default();
+        registry.register("cache_objects", "Objects in the watch-fed cache by kind", cache_objects.clone());
+        let kube_requests = Family::<KubeLabels, Counter>::default();
+        registry.register("kube_requests", "Kubernetes API write requests by verb, kind and outcome", kube_requests.clone());
         Metrics {
+            maintenance,
+            leader,
+            cache_objects,
+            kube_requests,
             registry: Arc::new(registry),
             http_requests,
             http_duration,
@@ -99,6 +127,18 @@ impl Metrics {
     pub fn operation(&self, operation: &str, outcome: &str) {
         self.operations
             .get_or_create(&OperationLabels { operation: operation.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    pub fn maintenance(&self, kind: &str, outcome: &str) {
+        self.maintenance
+            .get_or_create(&OperationLabels { operation: kind.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    pub fn kube_request(&self, verb: &str, kind: &str, outcome: &str) {
+        self.kube_requests
+            .get_or_create(&KubeLabels { verb: verb.into(), kind: kind.into(), outcome: outcome.into() })
             .inc();
     }
 

@@ -35,7 +35,7 @@ pub async fn stop(State(state): State<AppState>, ApiJson(req): ApiJson<RuntimeId
 
 pub async fn pause(State(state): State<AppState>, ApiJson(req): ApiJson<RuntimeIdRequest>) -> ApiResult<Json<Runtime>> {
     let id = req.validated()?;
-    let result = state.backend.pause(&id).await;
+    let result = state.backend.pause(&id, None).await;
     state.metrics.operation("pause", outcome(&result));
     Ok(Json(result?))
 }

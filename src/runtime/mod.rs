@@ -65,6 +65,27 @@ pub enum ImageCheck {
     Unknown(String),
 }
 
+/// A runtime as background maintenance sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub runtime_id: String,
+    pub session_id: String,
+    pub status: Status,
+    pub status_detail: Option<String>,
+    /// How long it has been paused, from the record (so it survives restarts and leader changes).
+    pub paused_for: Option<std::time::Duration>,
+    /// Where this service can reach the agent server (for `/server_info`).
+    pub agent_url: Option<String>,
+    pub session_api_key: String,
+}
+
+/// What an orphan sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub orphans_deleted: usize,
+    pub repaired: usize,
+}
+
 /// Whether the backend can serve requests now (drives `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -100,13 +121,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>>;
     async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>>;
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>>;
-    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime>;
+    /// Stops the sandbox's compute, keeping everything needed to resume. `reason` (set by
+    /// maintenance) is shown in `status_detail` while paused.
+    async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime>;
     /// Brings a paused (or failed) runtime back with the spec, key, and URLs it was started with.
     async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime>;
     /// Removes the runtime and everything it owns; returns its last view with status `stopped`.
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime>;
     async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck>;
     fn readiness(&self) -> Readiness;
+    /// Every runtime, for maintenance decisions.
+    async fn candidates(&self) -> BackendResult<Vec<Candidate>>;
+    /// Deletes objects no runtime owns and completes runtimes missing objects.
+    async fn sweep(&self) -> BackendResult<SweepReport> {
+        Ok(SweepReport::default())
+    }
     /// Releases background resources before the process exits.
     async fn shutdown(&self) {}
 }

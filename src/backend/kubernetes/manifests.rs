@@ -38,6 +38,8 @@ pub const LABEL_COMPONENT: &str = "runtime-api.openhands.dev/component";
 pub const ANNOTATION_SESSION_ID: &str = "runtime-api.openhands.dev/session-id";
 pub const ANNOTATION_PAUSED: &str = "runtime-api.openhands.dev/paused";
 pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generation";
+pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
+pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
 pub const DATA_SPEC: &str = "spec.json";
 pub const DATA_CREATED_AT: &str = "created-at";
 

@@ -24,14 +24,16 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use self::manifests::{
-    ANNOTATION_GENERATION, ANNOTATION_PAUSED, ANNOTATION_SESSION_ID, DATA_CREATED_AT, DATA_SPEC, Identity,
-    LABEL_RUNTIME_ID, LABEL_SESSION_HASH,
+    ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, ANNOTATION_SESSION_ID,
+    DATA_CREATED_AT, DATA_SPEC, Identity, LABEL_RUNTIME_ID, LABEL_SESSION_HASH,
 };
+use crate::telemetry::Metrics;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 pub use self::settings::KubeSettings;
 use self::store::Store;
 use crate::registry::{self, Credentials, RegistryClient, docker_config_credentials};
 use crate::runtime::{
-    Backend, BackendError, BackendResult, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
+    Backend, BackendError, BackendResult, Candidate, ImageCheck, SweepReport, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
     ids,
 };
 
@@ -50,6 +52,8 @@ struct Inner {
     client: Client,
     store: Store,
     registry: RegistryClient,
+    metrics: Metrics,
+    recorder: Recorder,
     /// Serialises `/start` per session within this replica; across replicas the record's
     /// deterministic name does the same job.
     session_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -93,6 +97,8 @@ struct RecordInfo {
     generation: u32,
     spec: RuntimeSpec,
     created_at: String,
+    paused_at: Option<jiff::Timestamp>,
+    pause_reason: Option<String>,
 }
 
 fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
@@ -107,7 +113,21 @@ fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
         generation: annotations.get(ANNOTATION_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(1),
         spec: serde_json::from_str(data.get(DATA_SPEC)?).ok()?,
         created_at: data.get(DATA_CREATED_AT).cloned().unwrap_or_default(),
+        paused_at: annotations.get(ANNOTATION_PAUSED_AT).and_then(|t| t.parse().ok()),
+        pause_reason: annotations.get(ANNOTATION_PAUSE_REASON).cloned(),
     })
+}
+
+fn record_reference(record: &ConfigMap) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+    record.metadata.uid.as_ref()?;
+    Some(record.object_ref(&()))
+}
+
+/// Whether an object is older than `grace` (younger ones may belong to a start in flight).
+fn older_than(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, grace: Duration) -> bool {
+    meta.creation_timestamp
+        .as_ref()
+        .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > grace)
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
@@ -118,17 +138,48 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 impl KubernetesBackend {
     /// Connects with the ambient configuration (in-cluster service account or KUBECONFIG) and
     /// starts the watches. Fails only when no configuration can be found at all.
-    pub async fn connect(settings: KubeSettings) -> Result<Self, String> {
+    pub async fn connect(settings: KubeSettings, metrics: Metrics, identity: &str) -> Result<Self, String> {
         let client = Client::try_default().await.map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
-        Self::with_client(client, settings)
+        Self::with_client(client, settings, metrics, identity)
     }
 
-    pub fn with_client(client: Client, settings: KubeSettings) -> Result<Self, String> {
+    pub fn with_client(client: Client, settings: KubeSettings, metrics: Metrics, identity: &str) -> Result<Self, String> {
         let registry = RegistryClient::new(settings.insecure_registries.clone())?;
         let store = Store::start(client.clone(), &settings.namespace);
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "runtime-api".into(), instance: Some(identity.to_string()) },
+        );
         Ok(KubernetesBackend {
-            inner: Arc::new(Inner { settings, client, store, registry, session_locks: Mutex::default() }),
+            inner: Arc::new(Inner { settings, client, store, registry, metrics, recorder, session_locks: Mutex::default() }),
         })
+    }
+
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.inner.settings.namespace
+    }
+
+    /// Records a Kubernetes Event on the runtime's record, in the background (events are for
+    /// humans; they must not slow requests down or fail them).
+    fn event(&self, record: &ConfigMap, warning: bool, reason: &str, note: String) {
+        let Some(reference) = record_reference(record) else { return };
+        let recorder = self.inner.recorder.clone();
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "could not record an event");
+            }
+        });
     }
 
     /// Registry credentials from the configured image pull secrets (read when asked: rare).
@@ -174,6 +225,9 @@ impl KubernetesBackend {
         let session_api_key = secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
         let pod = self.inner.store.pod(&manifests::pod_name(&info.runtime_id, info.generation));
         let mut observed = status::observe(info.paused, pod.as_deref());
+        if info.paused {
+            observed.detail = info.pause_reason.clone();
+        }
         if record.metadata.deletion_timestamp.is_some() {
             observed.status = Status::Stopped;
             observed.pod_status = PodStatus::NotFound;
@@ -218,7 +272,9 @@ impl KubernetesBackend {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
-        match self.api::<K>().create(&PostParams::default(), obj).await {
+        let result = self.api::<K>().create(&PostParams::default(), obj).await;
+        self.count("create", what, &result);
+        match result {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(409) => Ok(()),
             Err(e) => Err(kube_error(&format!("creating the {what}"), e)),
@@ -230,20 +286,28 @@ impl KubernetesBackend {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
-        match self.api::<K>().delete(name, &DeleteParams::background()).await {
+        let result = self.api::<K>().delete(name, &DeleteParams::background()).await;
+        self.count("delete", what, &result);
+        match result {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(kube_error(&format!("deleting the {what}"), e)),
         }
     }
 
+    fn count<T>(&self, verb: &str, what: &str, result: &Result<T, kube::Error>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => api_code(e).map_or_else(|| "unreachable".to_string(), |c| c.to_string()),
+        };
+        self.inner.metrics.kube_request(verb, what, &outcome);
+    }
+
     async fn delete_pods(&self, runtime_id: &str) -> BackendResult<()> {
         let params = ListParams::default().labels(&manifests::runtime_selector(runtime_id));
-        self.api::<Pod>()
-            .delete_collection(&DeleteParams::background(), &params)
-            .await
-            .map(|_| ())
-            .map_err(|e| kube_error("deleting the sandbox pods", e))
+        let result = self.api::<Pod>().delete_collection(&DeleteParams::background(), &params).await;
+        self.count("deletecollection", "sandbox pod", &result);
+        result.map(|_| ()).map_err(|e| kube_error("deleting the sandbox pods", e))
     }
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
@@ -292,13 +356,16 @@ impl KubernetesBackend {
         let session_key = ids::new_session_key();
         let created_at = jiff::Timestamp::now().to_string();
         let record = manifests::record(&s.namespace, &runtime_id, session_hash, &spec, &created_at);
-        let created = match self.api::<ConfigMap>().create(&PostParams::default(), &record).await {
+        let result = self.api::<ConfigMap>().create(&PostParams::default(), &record).await;
+        self.count("create", "runtime record", &result);
+        let created = match result {
             Ok(created) => created,
             Err(e) if api_code(&e) == Some(409) => return self.existing_after_conflict(&record).await,
             Err(e) => return Err(kube_error("creating the runtime record", e)),
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
         self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
+        self.event(&created, false, "Started", format!("runtime {runtime_id} created for image {}", spec.image));
         self.await_cached(&created).await;
         self.view(&created).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))
     }
@@ -313,10 +380,12 @@ impl KubernetesBackend {
     }
 
     async fn patch_record(&self, name: &str, annotations: serde_json::Value) -> BackendResult<ConfigMap> {
-        self.api::<ConfigMap>()
+        let result = self
+            .api::<ConfigMap>()
             .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}})))
-            .await
-            .map_err(|e| kube_error("updating the runtime record", e))
+            .await;
+        self.count("patch", "runtime record", &result);
+        result.map_err(|e| kube_error("updating the runtime record", e))
     }
 }
 
@@ -387,13 +456,24 @@ impl Backend for KubernetesBackend {
             .collect())
     }
 
-    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime> {
+    async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
         let record = self.live_record(runtime_id)?;
         let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
         let patched = if info.paused {
             (*record).clone()
         } else {
-            self.patch_record(&record.name_any(), json!({ ANNOTATION_PAUSED: "true" })).await?
+            let patched = self
+                .patch_record(
+                    &record.name_any(),
+                    json!({
+                        ANNOTATION_PAUSED: "true",
+                        ANNOTATION_PAUSED_AT: jiff::Timestamp::now().to_string(),
+                        ANNOTATION_PAUSE_REASON: reason,
+                    }),
+                )
+                .await?;
+            self.event(&patched, false, "Paused", reason.unwrap_or("paused by a client").to_string());
+            patched
         };
         self.delete_pods(runtime_id).await?;
         self.await_cached(&patched).await;
@@ -427,9 +507,15 @@ impl Backend for KubernetesBackend {
         let patched = self
             .patch_record(
                 &record.name_any(),
-                json!({ ANNOTATION_PAUSED: "false", ANNOTATION_GENERATION: generation.to_string() }),
+                json!({
+                    ANNOTATION_PAUSED: "false",
+                    ANNOTATION_GENERATION: generation.to_string(),
+                    ANNOTATION_PAUSED_AT: null,
+                    ANNOTATION_PAUSE_REASON: null,
+                }),
             )
             .await?;
+        self.event(&patched, false, "Resumed", format!("sandbox pod generation {generation}"));
         if secret.is_none() {
             return Err(BackendError::Internal(format!(
                 "runtime {runtime_id} has lost its secret; stop it and start a new one"
@@ -452,6 +538,7 @@ impl Backend for KubernetesBackend {
         // The record first: from now on this session starts afresh; then everything it owned,
         // explicitly (garbage collection would get there too, but later and not when it is off).
         self.delete::<ConfigMap>("runtime record", &name).await?;
+        self.event(&record, false, "Stopped", format!("runtime {runtime_id} stopped"));
         let object = manifests::object_name(runtime_id);
         self.delete_pods(runtime_id).await?;
         self.delete::<Ingress>("ingress", &object).await?;
@@ -481,6 +568,105 @@ impl Backend for KubernetesBackend {
 
     fn readiness(&self) -> Readiness {
         self.inner.store.readiness()
+    }
+
+    async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
+        let s = &self.inner.settings;
+        let now = jiff::Timestamp::now();
+        Ok(self
+            .inner
+            .store
+            .records
+            .state()
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter_map(|r| {
+                let info = record_info(r)?;
+                let view = self.view(r)?;
+                Some(Candidate {
+                    paused_for: info.paused_at.map(|t| now.duration_since(t).unsigned_abs()),
+                    agent_url: Some(format!(
+                        "http://{}.{}.svc:{}",
+                        manifests::object_name(&info.runtime_id),
+                        s.namespace,
+                        s.ports.agent
+                    )),
+                    runtime_id: view.runtime_id,
+                    session_id: view.session_id,
+                    status: view.status,
+                    status_detail: view.status_detail,
+                    session_api_key: view.session_api_key,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes labelled objects whose runtime has no record, removes records whose Secret is
+    /// gone (the key cannot be recovered), and recreates missing objects of the others.
+    async fn sweep(&self) -> BackendResult<SweepReport> {
+        let s = &self.inner.settings;
+        let grace = s.orphan_grace;
+        let store = &self.inner.store;
+        let records = store.records.state();
+        let known: std::collections::HashSet<String> =
+            records.iter().filter_map(|r| r.labels().get(LABEL_RUNTIME_ID).cloned()).collect();
+        let lp = ListParams::default().labels(&format!("{}={}", manifests::MANAGED_BY.0, manifests::MANAGED_BY.1));
+        let list_err = |what: &'static str| move |e| kube_error(&format!("listing {what}"), e);
+        let services = self.api::<Service>().list(&lp).await.map_err(list_err("services"))?.items;
+        let ingresses = self.api::<Ingress>().list(&lp).await.map_err(list_err("ingresses"))?.items;
+        let policies = self.api::<NetworkPolicy>().list(&lp).await.map_err(list_err("network policies"))?.items;
+        let claims = if s.workspace_storage_size.is_some() {
+            self.api::<PersistentVolumeClaim>().list(&lp).await.map_err(list_err("claims"))?.items
+        } else {
+            Vec::new()
+        };
+        let mut report = SweepReport::default();
+        let orphan = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.deletion_timestamp.is_none()
+                && older_than(meta, grace)
+                && meta.labels.as_ref().and_then(|l| l.get(LABEL_RUNTIME_ID)).is_some_and(|id| !known.contains(id))
+        };
+        macro_rules! sweep_kind {
+            ($kind:ty, $what:expr, $items:expr) => {
+                for obj in $items.iter().filter(|o| orphan(&o.metadata)) {
+                    tracing::info!(kind = $what, name = %obj.name_any(), "deleting an orphaned object");
+                    self.delete::<$kind>($what, &obj.name_any()).await?;
+                    report.orphans_deleted += 1;
+                }
+            };
+        }
+        sweep_kind!(Secret, "secret", store.secrets.state());
+        sweep_kind!(Pod, "sandbox pod", store.pods.state());
+        sweep_kind!(Service, "service", services);
+        sweep_kind!(Ingress, "ingress", ingresses);
+        sweep_kind!(NetworkPolicy, "network policy", policies);
+        sweep_kind!(PersistentVolumeClaim, "workspace claim", claims);
+
+        for record in records.iter().filter(|r| r.metadata.deletion_timestamp.is_none() && older_than(&r.metadata, grace)) {
+            let Some(info) = record_info(record) else { continue };
+            let object = manifests::object_name(&info.runtime_id);
+            let Some(secret) = store.secret(&object) else {
+                tracing::warn!(runtime_id = %info.runtime_id, "removing a runtime whose secret is gone");
+                self.stop(&info.runtime_id).await?;
+                report.orphans_deleted += 1;
+                continue;
+            };
+            let named = |names: Vec<String>, name: &str| names.iter().any(|n| n == name);
+            let missing = (!info.paused && store.pod(&manifests::pod_name(&info.runtime_id, info.generation)).is_none())
+                || !named(services.iter().map(|o| o.name_any()).collect(), &object)
+                || !named(ingresses.iter().map(|o| o.name_any()).collect(), &object)
+                || !named(policies.iter().map(|o| o.name_any()).collect(), &object)
+                || (s.workspace_storage_size.is_some()
+                    && !named(claims.iter().map(|o| o.name_any()).collect(), &manifests::claim_name(&info.runtime_id)));
+            if missing {
+                tracing::info!(runtime_id = %info.runtime_id, "recreating missing objects of a runtime");
+                self.ensure_objects(record, Some(&secret), None).await?;
+                self.event(record, true, "Repaired", "recreated missing objects".into());
+                report.repaired += 1;
+            }
+        }
+        self.inner.metrics.cache_objects.get_or_create(&crate::telemetry::KindLabels { kind: "records".into() }).set(records.len() as i64);
+        Ok(report)
     }
 }
 

@@ -40,6 +40,8 @@ pub struct KubeSettings {
     /// Labels of this service's own pods, admitted by each sandbox's NetworkPolicy.
     pub service_pod_labels: BTreeMap<String, String>,
     pub rotate_key_on_resume: bool,
+    /// Objects younger than this are never treated as orphans or half-created.
+    pub orphan_grace: std::time::Duration,
 }
 
 impl KubeSettings {
@@ -77,6 +79,7 @@ impl KubeSettings {
             ingress_namespace: c.ingress_namespace.clone(),
             service_pod_labels: parse_map(&c.service_pod_labels).map_err(|e| bad("SERVICE_POD_LABELS", e))?,
             rotate_key_on_resume: c.rotate_session_key_on_resume,
+            orphan_grace: std::time::Duration::from_secs(c.orphan_grace_seconds),
         })
     }
 }

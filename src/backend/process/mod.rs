@@ -19,7 +19,7 @@ use self::launch::Prober;
 use self::record::{ProcessId, Record, RuntimeDir};
 use crate::runtime::env::{Injected, sandbox_environment};
 use crate::runtime::{
-    Backend, BackendError, BackendResult, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
+    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
     ids,
 };
 use crate::telemetry::Metrics;
@@ -96,8 +96,11 @@ impl Entry {
     }
 
     fn view(&self) -> Runtime {
-        let (status, pod_status, status_detail) =
+        let (status, pod_status, mut status_detail) =
             derive_status(self.record.paused, self.failure.as_deref(), self.running.is_some(), self.ready);
+        if self.record.paused {
+            status_detail = self.record.pause_reason.clone();
+        }
         let ports = self.record.ports;
         let url = |port: u16| format!("http://127.0.0.1:{port}");
         Runtime {
@@ -405,6 +408,8 @@ impl Backend for ProcessBackend {
             ports,
             created_at: jiff::Timestamp::now().to_string(),
             paused: false,
+            paused_at: None,
+            pause_reason: None,
             process: None,
         };
         let mut entry = Entry::new(record, dir);
@@ -432,7 +437,7 @@ impl Backend for ProcessBackend {
         Ok(self.inner.lock().runtimes.values().map(Entry::view).filter(|r| filter.matches(r.status)).collect())
     }
 
-    async fn pause(&self, runtime_id: &str) -> BackendResult<Runtime> {
+    async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
         let op = self.op_lock(runtime_id)?;
         let _serialised = op.lock().await;
         let (running, view) = {
@@ -442,6 +447,8 @@ impl Backend for ProcessBackend {
                 return Ok(entry.view());
             }
             entry.record.paused = true;
+            entry.record.paused_at = Some(jiff::Timestamp::now().to_string());
+            entry.record.pause_reason = reason.map(String::from);
             entry.record.process = None;
             entry.generation += 1;
             entry.ready = false;
@@ -468,6 +475,8 @@ impl Backend for ProcessBackend {
             entry.record.session_api_key = ids::new_session_key();
         }
         entry.record.paused = false;
+        entry.record.paused_at = None;
+        entry.record.pause_reason = None;
         self.inner.launch(entry);
         Inner::persist(entry)?;
         tracing::info!(runtime_id, session_id = %entry.record.spec.session_id, "runtime resumed");
@@ -517,6 +526,33 @@ impl Backend for ProcessBackend {
 
     fn readiness(&self) -> Readiness {
         Readiness::Ready
+    }
+
+    async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
+        let now = jiff::Timestamp::now();
+        Ok(self
+            .inner
+            .lock()
+            .runtimes
+            .values()
+            .map(|e| {
+                let view = e.view();
+                Candidate {
+                    paused_for: e
+                        .record
+                        .paused_at
+                        .as_deref()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .map(|t| now.duration_since(t).unsigned_abs()),
+                    agent_url: Some(view.url),
+                    runtime_id: view.runtime_id,
+                    session_id: view.session_id,
+                    status: view.status,
+                    status_detail: view.status_detail,
+                    session_api_key: view.session_api_key,
+                }
+            })
+            .collect())
     }
 }
 

@@ -22,6 +22,11 @@ pub struct Record {
     pub ports: SandboxPorts,
     pub created_at: String,
     pub paused: bool,
+    /// When and why it was paused (RFC 3339; the reason only when maintenance paused it).
+    #[serde(default)]
+    pub paused_at: Option<String>,
+    #[serde(default)]
+    pub pause_reason: Option<String>,
     /// The agent server's pid and its start time in clock ticks since boot: together they identify
     /// the process even if the pid is later reused.
     pub process: Option<ProcessId>,
