@@ -143,6 +143,7 @@ EOF
   gen_cert controller-manager system:kube-controller-manager "" client
   gen_cert scheduler system:kube-scheduler "" client
   gen_cert kwok kwok-controller system:masters client
+  gen_cert front-proxy-client front-proxy-client "" client
   ssl genrsa -out "$d/sa.key" 2048
   ssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub"
 }
@@ -382,6 +383,10 @@ up() {
     --endpoint-reconciler-type none \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" \
+    --requestheader-client-ca-file "$p/ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$p/front-proxy-client.crt" --proxy-client-key-file "$p/front-proxy-client.key" \
     --authorization-mode Node,RBAC \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
