@@ -210,8 +210,8 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
     assert_eq!(spec.automount_service_account_token, Some(false));
     let container = &spec.containers[0];
     assert_eq!(container.command.as_ref().unwrap()[..2], ["/bin/sh".to_string(), "-c".to_string()]);
-    assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "2000m");
-    assert_eq!(container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "8192Mi");
+    assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "2");
+    assert_eq!(container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "8Gi");
     assert_eq!(spec.security_context.as_ref().unwrap().run_as_user, Some(10001));
     assert_eq!(container.volume_mounts.as_ref().unwrap()[0].mount_path, "/workspace");
 
@@ -374,7 +374,7 @@ async fn kwok_failure_stages_surface_with_the_right_detail() {
     let ns = TestNamespace::new("failures").await;
     let cases: [(&str, &str, &str, &str); 3] = [
         ("crashloop", "error", "crashloopbackoff", "exited with code"),
-        ("image-pull-error", "error", "failed", "ImagePullBackOff"),
+        ("image-pull-error", "error", "failed", "ImagePull"),
         ("never-ready", "starting", "running", "not ready"),
     ];
     for (stage, status, pod_status, needle) in cases {

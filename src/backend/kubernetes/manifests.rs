@@ -663,10 +663,10 @@ mod tests {
         let ports: Vec<i32> = c.ports.as_ref().unwrap().iter().map(|p| p.container_port).collect();
         assert_eq!(ports, [60000, 60001, 12000, 12001]);
         let res = c.resources.as_ref().unwrap();
-        assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "2000m");
-        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "4096Mi");
-        assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "4000m");
-        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "8192Mi");
+        assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "2");
+        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "4Gi");
+        assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "4");
+        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "8Gi");
         // sysbox-runc is privileged by default: escalation allowed for Docker-in-Docker.
         assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(true));
         let startup = c.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();

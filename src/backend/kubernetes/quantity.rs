@@ -41,15 +41,22 @@ fn positive(value: f64, original: &str) -> Result<u64, String> {
     }
 }
 
-/// Millicores scaled by `factor`, as a quantity string.
+/// Millicores scaled by `factor`, as the API server writes it back (`2`, `1500m`), so specs
+/// compare equal before and after a round trip.
 pub fn cpu(millis: u64, factor: f64) -> String {
-    format!("{}m", ((millis as f64) * factor).round().max(1.0) as u64)
+    let scaled = ((millis as f64) * factor).round().max(1.0) as u64;
+    if scaled % 1000 == 0 { (scaled / 1000).to_string() } else { format!("{scaled}m") }
 }
 
-/// Bytes scaled by `factor`, as a quantity string (in Mi when exact).
+/// Bytes scaled by `factor`, in the largest exact binary unit (`8Gi`, `1536Mi`).
 pub fn memory(bytes: u64, factor: f64) -> String {
     let scaled = ((bytes as f64) * factor).round().max(1.0) as u64;
-    if scaled % 1048576 == 0 { format!("{}Mi", scaled / 1048576) } else { scaled.to_string() }
+    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    UNITS
+        .iter()
+        .find(|(_, size)| scaled % size == 0)
+        .map(|(unit, size)| format!("{}{unit}", scaled / size))
+        .unwrap_or_else(|| scaled.to_string())
 }
 
 #[cfg(test)]
@@ -72,10 +79,12 @@ mod tests {
 
     #[test]
     fn scales_by_factor() {
-        assert_eq!(cpu(1000, 1.0), "1000m");
-        assert_eq!(cpu(1000, 2.0), "2000m");
+        assert_eq!(cpu(1000, 1.0), "1");
+        assert_eq!(cpu(1000, 2.0), "2");
         assert_eq!(cpu(1000, 0.5), "500m");
-        assert_eq!(memory(2 * 1073741824, 4.0), "8192Mi");
+        assert_eq!(cpu(1000, 1.5), "1500m");
+        assert_eq!(memory(2 * 1073741824, 4.0), "8Gi");
+        assert_eq!(memory(2 * 1073741824, 0.75), "1536Mi");
         assert_eq!(memory(2 * 1073741824, 0.3), "644245094");
     }
 }
