@@ -57,12 +57,17 @@ def poll_alive(url: str, deadline_s: float, proc: subprocess.Popen | None = None
     raise TimeoutError(f"{url}/alive did not answer within {deadline_s}s")
 
 
-def direct_cold_start(runs: int) -> list[float]:
+def agent_exe() -> str:
     exe = shutil.which("openhands-agent-server", path=f"{venv_bin()}{os.pathsep}{os.environ['PATH']}")
     if not exe:
         raise SystemExit("openhands-agent-server not on PATH (eval \"$(scripts/python.sh)\")")
+    return exe
+
+
+def direct_cold_start(runs: int, label: int = 0) -> list[float]:
+    exe = agent_exe()
     times = []
-    for i in range(runs):
+    for i in range(label, label + runs):
         port = free_port()
         work = Path(tempfile.mkdtemp(prefix="agent-direct-"))
         env = dict(os.environ, SESSION_API_KEY=secrets.token_urlsafe(32))
@@ -86,10 +91,10 @@ def direct_cold_start(runs: int) -> list[float]:
     return times
 
 
-def service_start_to_alive(svc: Service, runs: int) -> list[dict]:
+def service_start_to_alive(svc: Service, runs: int, label: int = 0) -> list[dict]:
     out = []
     with svc.client() as api:
-        for i in range(runs):
+        for i in range(label, label + runs):
             sid = f"bench-{secrets.token_hex(8)}"
             t0 = time.perf_counter()
             r = api.post("/start", json=start_payload(sid))
@@ -102,7 +107,7 @@ def service_start_to_alive(svc: Service, runs: int) -> list[dict]:
                      interval=POLL, desc="status running")
             t2 = time.perf_counter()
             out.append({"start_to_alive_s": t1 - t0, "start_response_s": t_resp - t0,
-                        "start_to_status_running_s": t2 - t0})
+                        "start_to_status_running_s": t2 - t0, "loadavg_1m": os.getloadavg()[0]})
             print(f"  service run {i + 1}: /start->/alive {t1 - t0:.2f} s (response {t_resp - t0:.3f} s, "
                   f"status running {t2 - t0:.2f} s)", file=sys.stderr)
             api.post("/stop", json={"runtime_id": body["runtime_id"]}).raise_for_status()
@@ -176,16 +181,22 @@ def main() -> int:
     become_subreaper()
 
     result = {"benchmark": "process_backend", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine_info()}
-    print("agent server cold start, direct:", file=sys.stderr)
-    direct = direct_cold_start(args.runs)
-
+              "machine": machine_info(),
+              "method": "sequential runs, direct and via-service interleaved; /alive polled every 20 ms"}
+    agent_exe()
     svc = Service(state_dir=new_state_dir("runtime-api-bench-"))
     svc.start()
+    direct: list[float] = []
+    via: list[dict] = []
     try:
         rss_fresh = rss_kib(svc.proc.pid)
-        print("POST /start -> agent /alive through runtime-api:", file=sys.stderr)
-        via = service_start_to_alive(svc, args.runs)
+        # Interleaved (direct, service, direct, ...) so that load from other work on the machine
+        # hits both series alike.
+        print("agent server cold start direct vs POST /start -> /alive through runtime-api, interleaved:",
+              file=sys.stderr)
+        for i in range(args.runs):
+            direct += direct_cold_start(1, label=i)
+            via += service_start_to_alive(svc, 1, label=i)
         print(f"memory with 0 and {args.runtimes} runtimes:", file=sys.stderr)
         mem = memory_with_runtimes(svc, args.runtimes)
         mem["rss_kib_fresh_service"] = rss_fresh
@@ -203,6 +214,7 @@ def main() -> int:
                                      "detail": [{k: round(v, 3) for k, v in r.items()} for r in via]},
         "ratio_service_over_direct": round(med_via / med_direct, 3),
         "memory": mem,
+        "loadavg_at_end": os.getloadavg(),
         "leftover_agent_processes_after_service_stop": len(left),
     })
     args.out.parent.mkdir(parents=True, exist_ok=True)
