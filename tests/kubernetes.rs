@@ -601,3 +601,192 @@ async fn image_exists_asks_the_registry() {
     assert_eq!((code, body["error"].as_str()), (503, Some("unknown")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("cannot tell"), "{body}");
 }
+
+async fn lease_holder(ns: &TestNamespace) -> Option<String> {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(ns.admin.clone(), &ns.name)
+        .get_opt("runtime-api-leader")
+        .await
+        .unwrap()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+async fn wait_lease_holder(ns: &TestNamespace, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let holder = lease_holder(ns).await;
+        if holder.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "lease held by {holder:?}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(svc: &Service, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", svc.base)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l.len() == name.len() || matches!(l.as_bytes()[name.len()], b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn the_lease_moves_to_a_survivor_and_work_continues_there() {
+    let ns = TestNamespace::new("lease").await;
+    let (state_a, state_b) = (StateDir::new(), StateDir::new());
+    let common = [("LEASE_DURATION_SECONDS", "3"), ("MAINTENANCE_INTERVAL_SECONDS", "1")];
+    // A leads but has dead cleanup off; B would stop paused runtimes after 2 s.
+    let mut a_env = common.to_vec();
+    a_env.extend([("POD_NAME", "replica-a"), ("RUNTIME_DEAD_SECONDS", "0")]);
+    let mut a = ns.service(&state_a, &a_env).await;
+    wait_lease_holder(&ns, "replica-a", Duration::from_secs(10)).await;
+    let mut b_env = common.to_vec();
+    b_env.extend([("POD_NAME", "replica-b"), ("RUNTIME_DEAD_SECONDS", "2")]);
+    let b = ns.service(&state_b, &b_env).await;
+
+    let started = b.start_session("lease-session").await;
+    let id = id_of(&started);
+    b.post("/pause", json!({"runtime_id": id})).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The follower did nothing: the runtime is still paused.
+    assert_eq!(b.get(&format!("/runtime/{id}")).await.1["status"], "paused");
+    assert_eq!(metric(&a, "runtime_api_leader").await, 1.0);
+    assert_eq!(metric(&b, "runtime_api_leader").await, 0.0);
+
+    // The leader dies without releasing: B takes over within the lease duration and does the work.
+    a.kill();
+    wait_lease_holder(&ns, "replica-b", Duration::from_secs(10)).await;
+    b.wait_for_absent(&id).await;
+    ns.wait_no_objects(&selector_of(&id)).await;
+    assert!(metric(&b, "runtime_api_maintenance_actions_total").await >= 1.0);
+    assert_eq!(metric(&b, "runtime_api_leader").await, 1.0);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn sigterm_releases_the_lease_and_finishes_a_start_in_flight() {
+    let ns = TestNamespace::new("sigterm").await;
+    let (state_a, state_b) = (StateDir::new(), StateDir::new());
+    let mut a = ns.service(&state_a, &[("POD_NAME", "graceful-a"), ("LEASE_DURATION_SECONDS", "30")]).await;
+    wait_lease_holder(&ns, "graceful-a", Duration::from_secs(10)).await;
+    let b = ns.service(&state_b, &[("POD_NAME", "graceful-b"), ("LEASE_DURATION_SECONDS", "30")]).await;
+
+    let request = a.request(reqwest::Method::POST, "/start").json(&json!({"image": "img", "session_id": "sigterm-session"}));
+    let pending = tokio::spawn(async move { request.send().await });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let status = a.terminate();
+    assert_eq!(status.code(), Some(0), "graceful exit; log:\n{}", a.log_text());
+    // Either the start finished before the listener closed (then it is complete) or it never began.
+    let hash = runtime_api::runtime::ids::session_hash("sigterm-session");
+    let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
+    match pending.await.unwrap() {
+        Ok(resp) if resp.status() == 200 => {
+            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"] {
+                assert_eq!(objects.iter().filter(|o| o.starts_with(kind)).count(), 1, "{kind} in {objects:?}");
+            }
+        }
+        other => assert!(objects.is_empty(), "a refused start left {objects:?} ({other:?})"),
+    }
+    // The lease was released: B leads long before the 30 s lease would have expired.
+    wait_lease_holder(&ns, "graceful-b", Duration::from_secs(8)).await;
+    drop(b);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn failing_runtimes_are_paused_or_stopped_after_the_threshold() {
+    let ns = TestNamespace::new("failclean").await;
+    for (action, expect_gone) in [("pause", false), ("stop", true)] {
+        let state = StateDir::new();
+        let svc = ns
+            .service(&state, &[
+                ("SANDBOX_POD_LABELS", "kwok.runtime-api/stage=crashloop"),
+                ("RUNTIME_FAILED_SECONDS", "2"),
+                ("RUNTIME_FAILED_ACTION", action),
+                ("MAINTENANCE_INTERVAL_SECONDS", "1"),
+                ("LEASE_DURATION_SECONDS", "3"),
+            ])
+            .await;
+        let id = id_of(&svc.start_session(&format!("failing-{action}")).await);
+        svc.wait_for(&id, "crash looping", |r| r["pod_status"] == "crashloopbackoff").await;
+        if expect_gone {
+            svc.wait_for_absent(&id).await;
+            ns.wait_no_objects(&selector_of(&id)).await;
+        } else {
+            let paused = svc.wait_for(&id, "paused", |r| r["status"] == "paused").await;
+            let detail = paused["status_detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("paused by maintenance") && detail.contains("CrashLoopBackOff"), "{paused}");
+            // Paused, not deleted: everything but the pod is still there.
+            assert!(ns.objects(&selector_of(&id)).await.contains(&format!("secret/oh-rt-{id}")));
+            svc.post("/stop", json!({"runtime_id": id})).await;
+        }
+        // The lease of this instance must not block the next one.
+        drop(svc);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn the_sweep_deletes_orphans_and_repairs_runtimes() {
+    let ns = TestNamespace::new("sweep").await;
+    let state = StateDir::new();
+    let svc = ns
+        .service(&state, &[("ORPHAN_GRACE_SECONDS", "0"), ("MAINTENANCE_INTERVAL_SECONDS", "1"), ("LEASE_DURATION_SECONDS", "3")])
+        .await;
+    let id = id_of(&svc.start_session("sweep-session").await);
+    svc.wait_running(&id).await;
+    // An orphan: labelled like ours, but no runtime owns it.
+    let orphan: KubeService = serde_json::from_value(json!({
+        "metadata": {"name": "oh-rt-orphan", "labels": {
+            "app.kubernetes.io/managed-by": "runtime-api", RUNTIME_ID_LABEL: "0000000000000000ffffffffffffffff"}},
+        "spec": {"ports": [{"port": 60000}]}
+    }))
+    .unwrap();
+    ns.api::<KubeService>().create(&PostParams::default(), &orphan).await.unwrap();
+    // A runtime that lost an object.
+    ns.api::<KubeService>().delete(&format!("oh-rt-{id}"), &Default::default()).await.unwrap();
+    ns.api::<NetworkPolicy>().delete(&format!("oh-rt-{id}"), &Default::default()).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let objects = ns.objects("app.kubernetes.io/managed-by=runtime-api").await;
+        let repaired = objects.contains(&format!("service/oh-rt-{id}")) && objects.contains(&format!("networkpolicy/oh-rt-{id}"));
+        let swept = !objects.contains("service/oh-rt-orphan");
+        if repaired && swept {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sweep incomplete: {objects:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(metric(&svc, "runtime_api_maintenance_actions_total").await >= 2.0);
+    // The runtime itself was left alone.
+    assert_eq!(svc.get(&format!("/runtime/{id}")).await.1["status"], "running");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn metrics_and_events_follow_operations() {
+    let ns = TestNamespace::new("metrics").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[]).await;
+    let before = metric(&svc, "runtime_api_operations_total").await;
+    let id = id_of(&svc.start_session("metrics-session").await);
+    svc.wait_running(&id).await;
+    svc.post("/pause", json!({"runtime_id": id})).await;
+    assert_eq!(metric(&svc, "runtime_api_operations_total").await, before + 2.0);
+    assert!(metric(&svc, "runtime_api_start_duration_seconds_count").await >= 1.0);
+    assert_eq!(metric(&svc, "runtime_api_runtimes{status=\"paused\"}").await, 1.0);
+    assert!(metric(&svc, "runtime_api_kube_requests_total").await >= 6.0);
+    // Events on the record, for humans running `kubectl describe`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = kubectl(&["get", "events", "-n", &ns.name, "-o", "json"]);
+        if events.contains("\"Paused\"") && events.contains("\"Started\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lifecycle events: {events}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
