@@ -777,6 +777,8 @@ async fn metrics_and_events_follow_operations() {
     svc.post("/pause", json!({"runtime_id": id})).await;
     assert_eq!(metric(&svc, "runtime_api_operations_total").await, before + 2.0);
     assert!(metric(&svc, "runtime_api_start_duration_seconds_count").await >= 1.0);
+    assert_eq!(metric(&svc, "runtime_api_start_to_running_seconds_count").await, 1.0, "one pod became ready");
+    assert!(metric(&svc, "runtime_api_cache_objects{kind=\"records\"}").await >= 1.0);
     assert_eq!(metric(&svc, "runtime_api_runtimes{status=\"paused\"}").await, 1.0);
     assert!(metric(&svc, "runtime_api_kube_requests_total").await >= 6.0);
     // Events on the record, for humans running `kubectl describe`.

@@ -152,6 +152,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(all) = state.backend.list(&ListFilter::All).await {
         state.metrics.set_runtime_counts(|s| all.iter().filter(|r| r.status == s).count());
     }
+    for (kind, size) in state.backend.cache_sizes() {
+        state.metrics.cache_objects.get_or_create(&crate::telemetry::KindLabels { kind: kind.into() }).set(size as i64);
+    }
     (
         [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

@@ -130,6 +130,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime>;
     async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck>;
     fn readiness(&self) -> Readiness;
+    /// Objects held in memory by kind, for the cache-size metric.
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
+    }
     /// Every runtime, for maintenance decisions.
     async fn candidates(&self) -> BackendResult<Vec<Candidate>>;
     /// Deletes objects no runtime owns and completes runtimes missing objects.

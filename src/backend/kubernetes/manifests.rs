@@ -40,6 +40,8 @@ pub const ANNOTATION_PAUSED: &str = "runtime-api.openhands.dev/paused";
 pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generation";
 pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
 pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
+/// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
+pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
 pub const DATA_SPEC: &str = "spec.json";
 pub const DATA_CREATED_AT: &str = "created-at";
 
@@ -276,8 +278,10 @@ pub fn pod(
     spec: &RuntimeSpec,
     runtime_class: Option<String>,
     generation: u32,
+    created_at: &str,
 ) -> Pod {
     let mut meta = id.meta(pod_name(id.runtime_id, generation), COMPONENT_SANDBOX, &s.namespace);
+    meta.annotations = Some([(ANNOTATION_CREATED_AT.to_string(), created_at.to_string())].into_iter().collect());
     let mut pod_labels = s.pod_labels.clone();
     pod_labels.extend(meta.labels.take().unwrap_or_default());
     meta.labels = Some(pod_labels);
@@ -640,7 +644,7 @@ mod tests {
     #[test]
     fn pod_follows_the_spec_and_the_settings() {
         let s = settings(&["--image-pull-secrets", "regcred", "--sandbox-pod-labels", "team=a", "--sandbox-node-selector", "pool=sandboxes"]);
-        let pod = pod(&s, &identity(), &spec(), Some("sysbox-runc".into()), 3);
+        let pod = pod(&s, &identity(), &spec(), Some("sysbox-runc".into()), 3, "2026-01-01T00:00:00Z");
         assert_eq!(pod.metadata.name.as_deref(), Some("oh-rt-0123456789abcdef0123456789abcdef-3"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("sandboxes"));
         let labels = pod.metadata.labels.as_ref().unwrap();
@@ -685,13 +689,13 @@ mod tests {
     fn command_forms_and_unprivileged_default() {
         let s = settings(&[]);
         let exec = RuntimeSpec { command: Command::Exec(vec!["/bin/agent".into(), "--port".into(), "60000".into()]), runtime_class: None, ..spec() };
-        let p = pod(&s, &identity(), &exec, None, 1);
+        let p = pod(&s, &identity(), &exec, None, 1, "2026-01-01T00:00:00Z");
         let c = &p.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.command.as_ref().unwrap(), &["/bin/agent", "--port", "60000"]);
         assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
         assert_eq!(p.spec.as_ref().unwrap().runtime_class_name, None);
         let entrypoint = RuntimeSpec { command: Command::ImageDefault, ..spec() };
-        assert_eq!(pod(&s, &identity(), &entrypoint, None, 1).spec.unwrap().containers[0].command, None);
+        assert_eq!(pod(&s, &identity(), &entrypoint, None, 1, "2026-01-01T00:00:00Z").spec.unwrap().containers[0].command, None);
     }
 
     #[test]
@@ -713,7 +717,7 @@ mod tests {
         assert_eq!(keys, ["GITHUB_TOKEN", "OH_SESSION_API_KEYS_0", "SESSION_API_KEY"]);
         assert_eq!(data["SESSION_API_KEY"].0, b"the-key");
         // The webhook URL is not secret: it is in the pod spec instead.
-        let p = pod(&s, &identity(), &spec(), None, 1);
+        let p = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "OH_WEBHOOKS_0_BASE_URL" && e.value.as_deref() == Some("https://app.example.com/api/v1/webhooks")));
     }
@@ -757,7 +761,7 @@ mod tests {
         assert_eq!(paths.len(), 4);
         assert_eq!(paths[0].path.as_deref(), Some(format!("/{}/work-2(/|$)(.*)", id.runtime_id).as_str()));
         assert_eq!(paths[3].path.as_deref(), Some(format!("/{}(/|$)(.*)", id.runtime_id).as_str()));
-        let p = pod(&s, &id, &spec(), None, 1);
+        let p = pod(&s, &id, &spec(), None, 1, "2026-01-01T00:00:00Z");
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH" && e.value.as_deref() == Some(format!("/{}/vscode", id.runtime_id).as_str())));
     }
@@ -778,7 +782,7 @@ mod tests {
     fn workspace_claim_and_mount_only_when_configured() {
         let none = settings(&[]);
         assert!(workspace_claim(&none, &identity()).is_none());
-        assert!(pod(&none, &identity(), &spec(), None, 1).spec.unwrap().volumes.is_none());
+        assert!(pod(&none, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z").spec.unwrap().volumes.is_none());
         let s = settings(&["--workspace-storage-size", "10Gi", "--workspace-storage-class", "fast"]);
         let claim = workspace_claim(&s, &identity()).unwrap();
         let cs = claim.spec.unwrap();
@@ -792,7 +796,7 @@ mod tests {
     #[test]
     fn ca_bundle_is_mounted_and_announced() {
         let s = settings(&["--ca-cert-secret", "corp-ca"]);
-        let p = pod(&s, &identity(), &spec(), None, 1);
+        let p = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
         let ps = p.spec.unwrap();
         assert_eq!(ps.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("corp-ca"));
         let c = &ps.containers[0];

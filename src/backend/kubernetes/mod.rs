@@ -39,8 +39,6 @@ use crate::runtime::{
 
 /// How long a write waits for the cache to show it before answering anyway.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(10);
-/// A record younger than this without its Secret may still be mid-creation by another request.
-const HALF_CREATED_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct KubernetesBackend {
@@ -145,7 +143,7 @@ impl KubernetesBackend {
 
     pub fn with_client(client: Client, settings: KubeSettings, metrics: Metrics, identity: &str) -> Result<Self, String> {
         let registry = RegistryClient::new(settings.insecure_registries.clone())?;
-        let store = Store::start(client.clone(), &settings.namespace);
+        let store = Store::start(client.clone(), &settings.namespace, metrics.clone());
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "runtime-api".into(), instance: Some(identity.to_string()) },
@@ -330,7 +328,9 @@ impl KubernetesBackend {
         self.create::<Ingress>("ingress", &manifests::ingress(s, &id)).await?;
         if !info.paused {
             let class = manifests::runtime_class(s, &info.spec).map_err(BackendError::Invalid)?;
-            self.create::<Pod>("sandbox pod", &manifests::pod(s, &id, &info.spec, class, info.generation)).await?;
+            let created_at = jiff::Timestamp::now().to_string();
+            let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
+            self.create::<Pod>("sandbox pod", &pod).await?;
         }
         Ok(())
     }
@@ -406,19 +406,14 @@ impl Backend for KubernetesBackend {
             }
             let secret = self.inner.store.secret(&manifests::object_name(&info.runtime_id));
             if secret.is_none() {
-                // A record without its Secret was left by a crash (or is mid-creation elsewhere).
-                let age = record
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
-                    .unwrap_or_default();
-                if age < HALF_CREATED_GRACE {
-                    return self.existing_after_conflict(&record).await;
-                }
-                tracing::warn!(runtime_id = %info.runtime_id, "removing a half-created runtime (no secret) before starting afresh");
-                self.stop(&info.runtime_id).await?;
-                return self.create_runtime(spec, &session_hash).await;
+                // A record without its Secret: its creator crashed, or is still at work (here or on
+                // another replica). Completing it is safe either way: whoever creates the Secret
+                // first wins, the other gets AlreadyExists, and both answer with the stored key.
+                tracing::info!(runtime_id = %info.runtime_id, "completing a runtime whose creation was interrupted");
+                let key = ids::new_session_key();
+                self.ensure_objects(&record, None, Some((&key, &spec.environment))).await?;
+                self.await_cached(&record).await;
+                return self.view(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()));
             }
             let current = self.view(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
             return match current.status {
@@ -570,6 +565,10 @@ impl Backend for KubernetesBackend {
         self.inner.store.readiness()
     }
 
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        self.inner.store.sizes().to_vec()
+    }
+
     async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
         let s = &self.inner.settings;
         let now = jiff::Timestamp::now();
@@ -665,7 +664,6 @@ impl Backend for KubernetesBackend {
                 report.repaired += 1;
             }
         }
-        self.inner.metrics.cache_objects.get_or_create(&crate::telemetry::KindLabels { kind: "records".into() }).set(records.len() as i64);
         Ok(report)
     }
 }

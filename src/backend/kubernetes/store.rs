@@ -16,7 +16,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::manifests::{COMPONENT_RECORD, COMPONENT_SANDBOX, LABEL_COMPONENT, MANAGED_BY};
+use super::manifests::{ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, LABEL_COMPONENT, MANAGED_BY};
+use crate::telemetry::Metrics;
+use std::collections::HashSet;
 use crate::runtime::Readiness;
 
 /// Health of one watch: synced once the initial list is in, healthy while the last event was not an error.
@@ -37,7 +39,7 @@ pub struct Store {
 
 impl Store {
     /// Starts the three watches in the background; reads are possible at once, complete once synced.
-    pub fn start(client: Client, namespace: &str) -> Store {
+    pub fn start(client: Client, namespace: &str, metrics: Metrics) -> Store {
         let health: Arc<[(&'static str, WatchHealth); 3]> = Arc::new([
             ("records", WatchHealth::default()),
             ("secrets", WatchHealth::default()),
@@ -49,18 +51,21 @@ impl Store {
             selector(COMPONENT_RECORD),
             health.clone(),
             0,
+            |_| {},
         );
         let secrets = spawn_reflector::<Secret>(
             Api::namespaced(client.clone(), namespace),
             selector("secret"),
             health.clone(),
             1,
+            |_| {},
         );
         let pods = spawn_reflector::<Pod>(
             Api::namespaced(client, namespace),
             selector(COMPONENT_SANDBOX),
             health.clone(),
             2,
+            observe_readiness(metrics),
         );
         Store { records, secrets, pods, namespace: namespace.to_string(), health }
     }
@@ -90,12 +95,19 @@ impl Store {
         Readiness::Ready
     }
 
-    pub fn is_synced(&self) -> bool {
-        self.health.iter().all(|(_, h)| h.synced.load(Ordering::Relaxed))
+    /// Objects per cached kind, for the cache-size metric.
+    pub fn sizes(&self) -> [(&'static str, usize); 3] {
+        [("records", self.records.len()), ("secrets", self.secrets.len()), ("pods", self.pods.len())]
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>, selector: String, health: Arc<[(&'static str, WatchHealth); 3]>, slot: usize) -> Reader<K>
+fn spawn_reflector<K>(
+    api: Api<K>,
+    selector: String,
+    health: Arc<[(&'static str, WatchHealth); 3]>,
+    slot: usize,
+    mut inspect: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Reader<K>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -118,7 +130,8 @@ where
             .reflect(writer)
             .for_each(|event| {
                 match event {
-                    Ok(_) => {
+                    Ok(event) => {
+                        inspect(&event);
                         if health[slot].1.failing.swap(false, Ordering::Relaxed) {
                             tracing::info!(watch = name, "watch recovered");
                         }
@@ -134,6 +147,45 @@ where
             .await;
     });
     reader
+}
+
+/// Observes, once per pod, the time from its creation by this service (the `created-at`
+/// annotation, with sub-second precision) to the moment the watch shows it Ready.
+fn observe_readiness(metrics: Metrics) -> impl FnMut(&watcher::Event<Pod>) + Send + 'static {
+    let mut seen: HashSet<String> = HashSet::new();
+    move |event| {
+        let (pod, live) = match event {
+            watcher::Event::Apply(pod) => (pod, true),
+            // Pods already there when the watch (re)started: remember them, do not time them.
+            watcher::Event::InitApply(pod) => (pod, false),
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = &pod.metadata.uid {
+                    seen.remove(uid);
+                }
+                return;
+            }
+            _ => return,
+        };
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let Some(uid) = pod.metadata.uid.clone() else { return };
+        if !ready || !seen.insert(uid) || !live {
+            return;
+        }
+        let created = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_CREATED_AT))
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if let Some(created) = created {
+            let seconds = jiff::Timestamp::now().duration_since(created).as_secs_f64();
+            metrics.start_to_running.observe(seconds.max(0.0));
+        }
+    }
 }
 
 /// Polls the cache until `ready` holds: used so a write is visible to reads before its response.
