@@ -79,6 +79,21 @@ pub struct Candidate {
     pub session_api_key: String,
 }
 
+impl Candidate {
+    /// A candidate from what clients see of the runtime, plus what only maintenance needs.
+    pub fn from_view(view: Runtime, paused_for: Option<std::time::Duration>, agent_url: String) -> Candidate {
+        Candidate {
+            runtime_id: view.runtime_id,
+            session_id: view.session_id,
+            status: view.status,
+            status_detail: view.status_detail,
+            paused_for,
+            agent_url: Some(agent_url),
+            session_api_key: view.session_api_key,
+        }
+    }
+}
+
 /// What an orphan sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {

@@ -581,21 +581,11 @@ impl Backend for KubernetesBackend {
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .filter_map(|r| {
                 let info = record_info(r)?;
-                let view = self.view(r)?;
-                Some(Candidate {
-                    paused_for: info.paused_at.map(|t| now.duration_since(t).unsigned_abs()),
-                    agent_url: Some(format!(
-                        "http://{}.{}.svc:{}",
-                        manifests::object_name(&info.runtime_id),
-                        s.namespace,
-                        s.ports.agent
-                    )),
-                    runtime_id: view.runtime_id,
-                    session_id: view.session_id,
-                    status: view.status,
-                    status_detail: view.status_detail,
-                    session_api_key: view.session_api_key,
-                })
+                // Reached through the runtime's Service, inside the cluster.
+                let agent_url =
+                    format!("http://{}.{}.svc:{}", manifests::object_name(&info.runtime_id), s.namespace, s.ports.agent);
+                let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
+                Some(Candidate::from_view(self.view(r)?, paused_for, agent_url))
             })
             .collect())
     }

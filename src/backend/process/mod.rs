@@ -537,20 +537,14 @@ impl Backend for ProcessBackend {
             .values()
             .map(|e| {
                 let view = e.view();
-                Candidate {
-                    paused_for: e
-                        .record
-                        .paused_at
-                        .as_deref()
-                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                        .map(|t| now.duration_since(t).unsigned_abs()),
-                    agent_url: Some(view.url),
-                    runtime_id: view.runtime_id,
-                    session_id: view.session_id,
-                    status: view.status,
-                    status_detail: view.status_detail,
-                    session_api_key: view.session_api_key,
-                }
+                let paused_for = e
+                    .record
+                    .paused_at
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map(|t| now.duration_since(t).unsigned_abs());
+                let agent_url = view.url.clone();
+                Candidate::from_view(view, paused_for, agent_url)
             })
             .collect())
     }
