@@ -211,8 +211,16 @@ port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 start() { # name binary args...
   local name=$1 bin=$2; shift 2
   log "starting $name"
-  # stdin/stdout/stderr detached so that `$(scripts/cluster.sh up)` returns.
-  nohup setsid "$bin" "$@" </dev/null >"$RUN_DIR/logs/$name.log" 2>&1 &
+  # stdin/stdout/stderr detached, and every other inherited descriptor closed (fd 3 is the pipe
+  # of `eval "$(scripts/cluster.sh up)"`, and callers may pass more): a daemon holding a caller's
+  # pipe would keep the command substitution from ever returning.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec nohup setsid "$bin" "$@" </dev/null >"$RUN_DIR/logs/$name.log" 2>&1
+  ) &
   echo $! >"$RUN_DIR/pids/$name.pid"
 }
 
@@ -415,7 +423,8 @@ up() {
     --kubeconfig "$RUN_DIR/kwok.kubeconfig" \
     --config "$SRC/kwok/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-label-selector type=kwok \
-    --cidr "$POD_CIDR" --node-ip $HOST
+    --cidr "$POD_CIDR" --node-ip $HOST \
+    --node-lease-duration-seconds 40   # renew node Leases, or nodes go NotReady after ~50 s
 
   local healthz=(curl -fsSk --max-time 2)
   wait_for kube-controller-manager 60 "${healthz[@]}" "https://$HOST:$CONTROLLER_MANAGER_PORT/healthz"

@@ -34,6 +34,9 @@ trap 'scripts/cluster.sh down' EXIT
 step "Control plane smoke test"
 tests/cluster/smoke.sh
 
+step "Deployment manifests and Helm chart against the API server"
+tests/deploy/apply.sh
+
 step "Kubernetes backend integration tests"
 cargo test --locked --test kubernetes -- --ignored --test-threads 2
 

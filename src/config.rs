@@ -257,7 +257,25 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Config::try_parse_from(args)
+        let mut config = Config::try_parse_from(args)?;
+        // An optional setting given as an empty string (common in manifests and charts) is unset.
+        for value in [
+            &mut config.app_server_url,
+            &mut config.app_server_public_url,
+            &mut config.ingress_tls_secret,
+            &mut config.ca_cert_secret,
+            &mut config.workspace_storage_size,
+            &mut config.workspace_storage_class,
+            &mut config.pod_name,
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *value = None;
+            }
+        }
+        if config.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            config.state_dir = None;
+        }
+        Ok(config)
     }
 
     /// The API key, known to be present after [`Config::validate`].
@@ -401,6 +419,12 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("APP_SERVER_URL"));
         let c = parse(&["--api-key", "k", "--base-domain", "bad_domain!"]);
         assert!(c.validate().unwrap_err().0.contains("BASE_DOMAIN"));
+    }
+
+    #[test]
+    fn empty_optional_settings_are_unset() {
+        let c = parse(&["--api-key", "k", "--app-server-url", "", "--ca-cert-secret", " "]);
+        assert_eq!((c.app_server_url, c.ca_cert_secret), (None, None));
     }
 
     #[test]
