@@ -1,5 +1,5 @@
 """Plain-HTTP end-to-end checks of the Runtime API contract corners the SDK does not exercise
-(docs: /work/shared/docs/runtime-api-contract.md). Real service, real agent servers."""
+(docs: runtime-api-contract.md in the steering repository). Real service, real agent servers."""
 
 from __future__ import annotations
 
