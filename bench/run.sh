@@ -50,15 +50,15 @@ if ! python -c 'import matplotlib, sys; sys.exit(matplotlib.__version__ != "3.11
     || die "pip install -r bench/requirements.txt"
 fi
 
-# --- a private control plane ------------------------------------------------------------------
-export CLUSTER_RUN_DIR=${CLUSTER_RUN_DIR:-${TMPDIR:-/tmp}/runtime-api-bench-cluster}
-export CLUSTER_APISERVER_PORT=${CLUSTER_APISERVER_PORT:-36443}
-export CLUSTER_ETCD_PORT=${CLUSTER_ETCD_PORT:-43790}
-export CLUSTER_ETCD_PEER_PORT=${CLUSTER_ETCD_PEER_PORT:-43800}
-export CLUSTER_CONTROLLER_MANAGER_PORT=${CLUSTER_CONTROLLER_MANAGER_PORT:-36257}
-export CLUSTER_SCHEDULER_PORT=${CLUSTER_SCHEDULER_PORT:-36259}
-export CLUSTER_NODES=${CLUSTER_NODES:-10}
-export CLUSTER_NODE_PODS=${CLUSTER_NODE_PODS:-1000}
+# --- a private control plane (never the caller's: BENCH_CLUSTER_* override these) ----------------
+export CLUSTER_RUN_DIR=${BENCH_CLUSTER_RUN_DIR:-${TMPDIR:-/tmp}/runtime-api-bench-cluster}
+export CLUSTER_APISERVER_PORT=${BENCH_CLUSTER_APISERVER_PORT:-36443}
+export CLUSTER_ETCD_PORT=${BENCH_CLUSTER_ETCD_PORT:-43790}
+export CLUSTER_ETCD_PEER_PORT=${BENCH_CLUSTER_ETCD_PEER_PORT:-43800}
+export CLUSTER_CONTROLLER_MANAGER_PORT=${BENCH_CLUSTER_CONTROLLER_MANAGER_PORT:-36257}
+export CLUSTER_SCHEDULER_PORT=${BENCH_CLUSTER_SCHEDULER_PORT:-36259}
+export CLUSTER_NODES=${BENCH_CLUSTER_NODES:-10}
+export CLUSTER_NODE_PODS=${BENCH_CLUSTER_NODE_PODS:-1000}
 cluster_down() { scripts/cluster.sh down >/dev/null 2>&1 || log "WARNING: scripts/cluster.sh down failed (run dir $CLUSTER_RUN_DIR)"; }
 trap cluster_down EXIT
 # A leftover of an interrupted run in the same run dir would be reused with its objects: start clean.

@@ -40,10 +40,16 @@ tests/deploy/apply.sh
 step "Kubernetes backend integration tests"
 cargo test --locked --test kubernetes -- --ignored --test-threads 2
 
+step "Recovery from an API server outage (restarts the test API server, so it runs alone)"
+cargo test --locked --test recovery -- --ignored
+
 step "Python toolchain and OpenHands packages (scripts/python.sh)"
 eval "$(scripts/python.sh)"
 
 step "End-to-end tests with the real OpenHands client and agent server"
 python -m pytest tests/e2e -v
+
+step "Benchmark harness, smoke size (bench/run.sh --smoke: its own cluster, 20 runtimes)"
+RUNTIME_API_BIN="$CARGO_TARGET_DIR/debug/runtime-api" bench/run.sh --smoke
 
 step "All tests passed"
