@@ -327,12 +327,18 @@ impl KubernetesBackend {
         self.create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id)).await?;
         self.create::<Ingress>("ingress", &manifests::ingress(s, &id)).await?;
         if !info.paused {
-            let class = manifests::runtime_class(s, &info.spec).map_err(BackendError::Invalid)?;
-            let created_at = jiff::Timestamp::now().to_string();
-            let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
-            self.create::<Pod>("sandbox pod", &pod).await?;
+            self.create_pod(&info, id).await?;
         }
         Ok(())
+    }
+
+    /// The sandbox pod of the record's current generation.
+    async fn create_pod(&self, info: &RecordInfo, id: Identity<'_>) -> BackendResult<()> {
+        let s = &self.inner.settings;
+        let class = manifests::runtime_class(s, &info.spec).map_err(BackendError::Invalid)?;
+        let created_at = jiff::Timestamp::now().to_string();
+        let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
+        self.create::<Pod>("sandbox pod", &pod).await
     }
 
     /// Waits until the cache holds `record` at least as new as written, and its Secret.
@@ -516,7 +522,12 @@ impl Backend for KubernetesBackend {
                 "runtime {runtime_id} has lost its secret; stop it and start a new one"
             )));
         }
-        self.ensure_objects(&patched, secret.as_deref(), None).await?;
+        // Only the pod was gone; anything else missing is the orphan sweep's to repair.
+        let patched_info = record_info(&patched).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let owner = manifests::owner_reference(&patched)
+            .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+        let id = Identity { runtime_id: &patched_info.runtime_id, session_hash: &patched_info.session_hash, owner };
+        self.create_pod(&patched_info, id).await?;
         if self.inner.settings.rotate_key_on_resume {
             let written = self.api::<Secret>().get(&secret_name).await.map_err(|e| kube_error("reading the secret", e))?;
             store::wait_until(CACHE_CATCH_UP, || store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)).await;
