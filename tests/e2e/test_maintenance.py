@@ -62,7 +62,10 @@ def test_idle_runtime_is_paused_not_deleted_and_resumes(idle_service, tmp_path):
             listed = api.get("/list", params={"status": "paused"}).json()["runtimes"]
             assert [r["runtime_id"] for r in listed] == [runtime["runtime_id"]]
             assert paused["session_api_key"] == runtime["session_api_key"]
-            assert _metric(base_url, "runtime_api_maintenance_actions_total", 'operation="idle_pause",outcome="ok"') >= 1
+            # Counted once the pause has finished (the status says paused as soon as it begins).
+            wait_for(lambda: _metric(base_url, "runtime_api_maintenance_actions_total",
+                                     'operation="idle_pause",outcome="ok"') >= 1,
+                     timeout=20, desc="the idle_pause maintenance metric")
 
         ws.resume()
         out = ws.execute_command(f"cat {cwd}/marker.txt")
