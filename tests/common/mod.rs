@@ -90,37 +90,28 @@ impl Service {
 
     /// Waits for `/readyz` (the Kubernetes backend: caches synced).
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_answering("/readyz", "ready", Duration::from_secs(30)).await;
+    }
+
+    async fn wait_healthy(&self) {
+        self.wait_answering("/health", "healthy", Duration::from_secs(20)).await;
+    }
+
+    async fn wait_answering(&self, path: &str, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(resp) = self.client.get(format!("{}/readyz", self.base)).send().await {
+            if let Ok(resp) = self.client.get(format!("{}{path}", self.base)).send().await {
                 if resp.status().is_success() {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("service did not become ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!("service did not become {what}; log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(resp) = self.client.get(format!("{}/health", self.base)).send().await {
-                if resp.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("service did not become healthy; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

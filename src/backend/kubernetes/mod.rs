@@ -250,6 +250,11 @@ impl KubernetesBackend {
         })
     }
 
+    /// Every cached record.
+    fn records(&self) -> Vec<Arc<ConfigMap>> {
+        self.inner.store.records.state()
+    }
+
     /// The cached record of a runtime id (a scan: runtime ids are not part of record names).
     fn find_record(&self, runtime_id: &str) -> Option<Arc<ConfigMap>> {
         self.inner
@@ -447,10 +452,7 @@ impl Backend for KubernetesBackend {
 
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
         Ok(self
-            .inner
-            .store
-            .records
-            .state()
+            .records()
             .iter()
             .filter_map(|r| self.view(r))
             .filter(|r| filter.matches(r.status))
@@ -584,10 +586,7 @@ impl Backend for KubernetesBackend {
         let s = &self.inner.settings;
         let now = jiff::Timestamp::now();
         Ok(self
-            .inner
-            .store
-            .records
-            .state()
+            .records()
             .iter()
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .filter_map(|r| {
@@ -607,7 +606,7 @@ impl Backend for KubernetesBackend {
         let s = &self.inner.settings;
         let grace = s.orphan_grace;
         let store = &self.inner.store;
-        let records = store.records.state();
+        let records = self.records();
         let known: std::collections::HashSet<String> =
             records.iter().filter_map(|r| r.labels().get(LABEL_RUNTIME_ID).cloned()).collect();
         let lp = ListParams::default().labels(&format!("{}={}", manifests::MANAGED_BY.0, manifests::MANAGED_BY.1));
