@@ -41,6 +41,15 @@ from service import (  # noqa: E402
 POLL = 0.02  # seconds between /alive polls
 
 
+
+def _repo_relative(path) -> str:
+    """The binary's path relative to the repository when inside it (no machine paths in results)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
 def poll_alive(url: str, deadline_s: float, proc: subprocess.Popen | None = None) -> float:
     """Seconds (perf_counter) at which url/alive first answered 200."""
     end = time.perf_counter() + deadline_s
@@ -168,7 +177,7 @@ def machine_info() -> dict:
             "mem_total_gib": round(mem.get("MemTotal", 0) / 1048576, 1),
             "mem_available_gib": round(mem.get("MemAvailable", 0) / 1048576, 1),
             "kernel": platform.release(), "python": platform.python_version(),
-            "openhands_agent_server": agent_version, "runtime_api_bin": str(binary_path()),
+            "openhands_agent_server": agent_version, "runtime_api_bin": _repo_relative(binary_path()),
             "git_commit": commit, "loadavg_at_start": os.getloadavg()}
 
 
