@@ -82,6 +82,11 @@ fn api_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// A record this service cannot read: written by something else, or by an incompatible version.
+fn malformed() -> BackendError {
+    BackendError::Internal("malformed runtime record".into())
+}
+
 fn not_found(runtime_id: &str) -> BackendError {
     BackendError::NotFound(format!("runtime {runtime_id} not found"))
 }
@@ -315,7 +320,7 @@ impl KubernetesBackend {
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
     async fn ensure_objects(&self, record: &ConfigMap, secret: Option<&Secret>, create_secret: Option<(&str, &BTreeMap<String, String>)>) -> BackendResult<()> {
-        let info = record_info(record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let info = record_info(record).ok_or_else(malformed)?;
         let owner = manifests::owner_reference(record)
             .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
         let s = &self.inner.settings;
@@ -378,7 +383,7 @@ impl KubernetesBackend {
         self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
         self.event(&created, false, "Started", format!("runtime {runtime_id} created for image {}", spec.image));
         self.await_cached(&created).await;
-        self.view(&created).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))
+        self.view(&created).ok_or_else(malformed)
     }
 
     /// Another replica (or request) created this session's record first: return its runtime once
@@ -387,7 +392,7 @@ impl KubernetesBackend {
         let name = record.name_any();
         let existing = self.api::<ConfigMap>().get(&name).await.map_err(|e| kube_error("reading the runtime record", e))?;
         self.await_cached(&existing).await;
-        self.view(&existing).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))
+        self.view(&existing).ok_or_else(malformed)
     }
 
     async fn patch_record(&self, name: &str, annotations: serde_json::Value) -> BackendResult<ConfigMap> {
@@ -409,7 +414,7 @@ impl Backend for KubernetesBackend {
         let _serialised = lock.lock().await;
         let name = manifests::record_name(&session_hash);
         if let Some(record) = self.inner.store.record(&name) {
-            let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+            let info = record_info(&record).ok_or_else(malformed)?;
             if record.metadata.deletion_timestamp.is_some() {
                 // Being stopped: wait for it to go, then start afresh.
                 store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none()).await;
@@ -424,9 +429,9 @@ impl Backend for KubernetesBackend {
                 let key = ids::new_session_key();
                 self.ensure_objects(&record, None, Some((&key, &spec.environment))).await?;
                 self.await_cached(&record).await;
-                return self.view(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()));
+                return self.view(&record).ok_or_else(malformed);
             }
-            let current = self.view(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+            let current = self.view(&record).ok_or_else(malformed)?;
             return match current.status {
                 Status::Paused | Status::Error => self.resume(&info.runtime_id).await,
                 _ => {
@@ -461,7 +466,7 @@ impl Backend for KubernetesBackend {
 
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
         let record = self.live_record(runtime_id)?;
-        let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let info = record_info(&record).ok_or_else(malformed)?;
         let patched = if info.paused {
             (*record).clone()
         } else {
@@ -486,7 +491,7 @@ impl Backend for KubernetesBackend {
 
     async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
         let record = self.live_record(runtime_id)?;
-        let info = record_info(&record).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let info = record_info(&record).ok_or_else(malformed)?;
         let current = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
         if !info.paused && matches!(current.status, Status::Starting | Status::Running) && current.pod_status != PodStatus::NotFound {
             return Ok(current);
@@ -525,7 +530,7 @@ impl Backend for KubernetesBackend {
             )));
         }
         // Only the pod was gone; anything else missing is the orphan sweep's to repair.
-        let patched_info = record_info(&patched).ok_or_else(|| BackendError::Internal("malformed runtime record".into()))?;
+        let patched_info = record_info(&patched).ok_or_else(malformed)?;
         let owner = manifests::owner_reference(&patched)
             .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
         let id = Identity { runtime_id: &patched_info.runtime_id, session_hash: &patched_info.session_hash, owner };
