@@ -792,3 +792,24 @@ async fn metrics_and_events_follow_operations() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn key_rotation_on_resume_is_opt_in() {
+    let ns = TestNamespace::new("rotation").await;
+    for (rotate, expect_new_key) in [("false", false), ("true", true)] {
+        let state = StateDir::new();
+        let svc = ns.service(&state, &[("ROTATE_SESSION_KEY_ON_RESUME", rotate)]).await;
+        let started = svc.start_session(&format!("rotation-{rotate}")).await;
+        let id = id_of(&started);
+        svc.post("/pause", json!({"runtime_id": id})).await;
+        let (code, resumed) = svc.post("/resume", json!({"runtime_id": id})).await;
+        assert_eq!(code, 200, "{resumed}");
+        let key = resumed["session_api_key"].as_str().unwrap();
+        assert_eq!(key != started["session_api_key"].as_str().unwrap(), expect_new_key, "rotate={rotate}");
+        // The Secret the new pod reads holds the key the client was given.
+        let secret = ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap();
+        assert_eq!(secret.data.unwrap()["SESSION_API_KEY"].0, key.as_bytes());
+        svc.post("/stop", json!({"runtime_id": id})).await;
+    }
+}
