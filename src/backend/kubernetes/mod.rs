@@ -121,6 +121,14 @@ fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
     })
 }
 
+/// What the children of a record need: its contents and the owner reference pointing at it.
+fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference)> {
+    let info = record_info(record).ok_or_else(malformed)?;
+    let owner = manifests::owner_reference(record)
+        .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+    Ok((info, owner))
+}
+
 fn record_reference(record: &ConfigMap) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
     record.metadata.uid.as_ref()?;
     Some(record.object_ref(&()))
@@ -199,10 +207,6 @@ impl KubernetesBackend {
             }
         }
         Ok(all)
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.inner.store
     }
 
     fn api<K>(&self) -> Api<K>
@@ -320,9 +324,7 @@ impl KubernetesBackend {
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
     async fn ensure_objects(&self, record: &ConfigMap, secret: Option<&Secret>, create_secret: Option<(&str, &BTreeMap<String, String>)>) -> BackendResult<()> {
-        let info = record_info(record).ok_or_else(malformed)?;
-        let owner = manifests::owner_reference(record)
-            .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+        let (info, owner) = owned_by(record)?;
         let s = &self.inner.settings;
         let id = Identity { runtime_id: &info.runtime_id, session_hash: &info.session_hash, owner };
         if let Some((key, env)) = create_secret {
@@ -497,18 +499,26 @@ impl Backend for KubernetesBackend {
             return Ok(current);
         }
         let secret_name = manifests::object_name(runtime_id);
-        let secret = self.inner.store.secret(&secret_name);
-        if self.inner.settings.rotate_key_on_resume {
+        if self.inner.store.secret(&secret_name).is_none() {
+            return Err(BackendError::Internal(format!(
+                "runtime {runtime_id} has lost its secret; stop it and start a new one"
+            )));
+        }
+        let rotated = if self.inner.settings.rotate_key_on_resume {
             let key = ids::new_session_key();
             let encoded: BTreeMap<&str, String> = crate::runtime::env::SESSION_KEY_VARS
                 .iter()
                 .map(|k| (*k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key)))
                 .collect();
-            self.api::<Secret>()
+            let result = self
+                .api::<Secret>()
                 .patch(&secret_name, &PatchParams::default(), &Patch::Merge(json!({ "data": encoded })))
-                .await
-                .map_err(|e| kube_error("rotating the session key", e))?;
-        }
+                .await;
+            self.count("patch", "secret", &result);
+            Some(result.map_err(|e| kube_error("rotating the session key", e))?)
+        } else {
+            None
+        };
         // A new pod generation: the old pod may still be terminating under its own name.
         self.delete_pods(runtime_id).await?;
         let generation = info.generation + 1;
@@ -524,19 +534,11 @@ impl Backend for KubernetesBackend {
             )
             .await?;
         self.event(&patched, false, "Resumed", format!("sandbox pod generation {generation}"));
-        if secret.is_none() {
-            return Err(BackendError::Internal(format!(
-                "runtime {runtime_id} has lost its secret; stop it and start a new one"
-            )));
-        }
         // Only the pod was gone; anything else missing is the orphan sweep's to repair.
-        let patched_info = record_info(&patched).ok_or_else(malformed)?;
-        let owner = manifests::owner_reference(&patched)
-            .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+        let (patched_info, owner) = owned_by(&patched)?;
         let id = Identity { runtime_id: &patched_info.runtime_id, session_hash: &patched_info.session_hash, owner };
         self.create_pod(&patched_info, id).await?;
-        if self.inner.settings.rotate_key_on_resume {
-            let written = self.api::<Secret>().get(&secret_name).await.map_err(|e| kube_error("reading the secret", e))?;
+        if let Some(written) = rotated {
             store::wait_until(CACHE_CATCH_UP, || store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)).await;
         }
         self.await_cached(&patched).await;

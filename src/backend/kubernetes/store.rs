@@ -215,7 +215,3 @@ pub fn caught_up<K: Resource>(cached: Option<&Arc<K>>, written: &K) -> bool {
         _ => false,
     }
 }
-
-pub fn name_of<K: Resource>(obj: &K) -> String {
-    obj.name_any()
-}
