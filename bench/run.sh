@@ -59,6 +59,7 @@ export CLUSTER_CONTROLLER_MANAGER_PORT=${BENCH_CLUSTER_CONTROLLER_MANAGER_PORT:-
 export CLUSTER_SCHEDULER_PORT=${BENCH_CLUSTER_SCHEDULER_PORT:-36259}
 export CLUSTER_NODES=${BENCH_CLUSTER_NODES:-10}
 export CLUSTER_NODE_PODS=${BENCH_CLUSTER_NODE_PODS:-1000}
+export CLUSTER_REAL_NODE=${BENCH_CLUSTER_REAL_NODE:-0}   # kwok nodes only: the real node is one per machine
 cluster_down() { scripts/cluster.sh down >/dev/null 2>&1 || log "WARNING: scripts/cluster.sh down failed (run dir $CLUSTER_RUN_DIR)"; }
 trap cluster_down EXIT
 # A leftover of an interrupted run in the same run dir would be reused with its objects: start clean.

@@ -11,7 +11,9 @@
 #
 # Components: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and kubectl)
 # built from the Go modules pinned in cluster/go.mod, kwok pinned in cluster/kwok-tool/go.mod,
-# kwok stages in cluster/kwok/stages.yaml. Only `go`, `openssl` and `curl` are needed.
+# kwok stages in cluster/kwok/stages.yaml; and, unless CLUSTER_REAL_NODE=0, one real node
+# (kubelet, kube-proxy, containerd + runc, CNI bridge, CoreDNS, a volume provisioner and a local
+# registry with the images of scripts/images.sh: scripts/lib/real-node.sh), which needs root.
 # All progress goes to stderr; `up` prints only the export lines on stdout. See cluster/README.md.
 set -euo pipefail
 
@@ -36,11 +38,16 @@ POD_CIDR="10.244.0.1/16"
 HOST=127.0.0.1
 
 # Bump when the build recipe below changes (part of the binaries cache key).
-RECIPE=3
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+RECIPE=4
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=lib/real-node.sh
+source "$ROOT/scripts/lib/real-node.sh"
+COMPONENTS=("${CONTROL_PLANE[@]}")
+real_node && COMPONENTS+=("${NODE_COMPONENTS[@]}")
 
 kube_version() { awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$SRC/go.mod"; }
 
@@ -49,7 +56,9 @@ cache_key() {
     echo "recipe=$RECIPE"
     go env GOVERSION GOOS GOARCH
     cat "$SRC/go.mod" "$SRC/go.sum" "$SRC/cmd/k8s/main.go" \
-        "$SRC/kwok-tool/go.mod" "$SRC/kwok-tool/go.sum"
+        "$SRC/kwok-tool/go.mod" "$SRC/kwok-tool/go.sum" \
+        "$SRC/node-tool/go.mod" "$SRC/node-tool/go.sum" "$SRC/coredns-tool/go.mod" "$SRC/coredns-tool/go.sum" \
+        "$SRC/provisioner/go.mod" "$SRC/provisioner/go.sum" "$SRC/provisioner/main.go"
   } | sha256sum | cut -c1-16
 }
 
@@ -59,7 +68,7 @@ bin_dir() { echo "$CACHE_ROOT/bin-$(cache_key)"; }
 build() {
   command -v go >/dev/null || die "go not found on PATH (Go >= 1.26 is needed)"
   local bin; bin=$(bin_dir)
-  if [[ -x $bin/k8s && -x $bin/etcd && -x $bin/kwok ]]; then
+  if [[ -x $bin/k8s && -x $bin/etcd && -x $bin/kwok ]] && node_binaries_present "$bin"; then
     log "binaries cached in $bin"
     return 0
   fi
@@ -67,7 +76,7 @@ build() {
   # One build at a time (e.g. CI warming the cache while a test calls `up`).
   exec 9>"$CACHE_ROOT/.build.lock"
   if command -v flock >/dev/null; then flock 9; fi
-  if [[ -x $bin/k8s && -x $bin/etcd && -x $bin/kwok ]]; then
+  if [[ -x $bin/k8s && -x $bin/etcd && -x $bin/kwok ]] && node_binaries_present "$bin"; then
     log "binaries built meanwhile in $bin"; return 0
   fi
   local v major minor tmp start ldflags p date
@@ -86,7 +95,7 @@ build() {
   tmp="$bin.tmp.$$"
   rm -rf "$tmp"; mkdir -p "$tmp"
   start=$SECONDS
-  log "building Kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) - the first build takes a long time"
+  log "building Kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy) - the first build takes a long time"
   (cd "$SRC" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp/k8s" ./cmd/k8s) >&2 \
     || die "go build of ./cmd/k8s (kubernetes $v) failed"
   log "building etcd ($(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$SRC/go.mod"))"
@@ -96,6 +105,7 @@ build() {
   (cd "$SRC/kwok-tool" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$tmp/kwok" sigs.k8s.io/kwok/cmd/kwok) >&2 \
     || die "go build of kwok failed"
   for p in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf k8s "$tmp/$p"; done
+  node_build "$tmp"
   rm -rf "$bin"; mv "$tmp" "$bin"
   log "built in $((SECONDS - start))s into $bin ($(du -sh "$bin" | cut -f1))"
 }
@@ -127,7 +137,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.96.0.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+subjectAltName = IP:127.0.0.1, DNS:localhost, IP:10.96.0.1, IP:$NODE_IP, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 authorityKeyIdentifier = keyid
 [ client ]
 basicConstraints = critical, CA:FALSE
@@ -179,13 +189,15 @@ pid_of() { cat "$RUN_DIR/pids/$1.pid" 2>/dev/null || true; }
 # gone PID: not running (a zombie waiting for its reaper counts as gone).
 gone() { ! kill -0 "$1" 2>/dev/null || [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 
-# alive NAME: the recorded pid runs one of our binaries (guards against pid reuse).
+# alive NAME: the recorded pid runs the binary recorded at start (guards against pid reuse).
 alive() {
   local pid; pid=$(pid_of "$1")
   [[ -n $pid ]] || return 1
   gone "$pid" && return 1
-  local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-  [[ -z $exe || $exe == "$(cat "$RUN_DIR/bin-dir" 2>/dev/null)"/* ]]
+  local exe want; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  want=$(cat "$RUN_DIR/pids/$1.exe" 2>/dev/null || true)
+  [[ -z $exe ]] && return 0
+  if [[ -n $want ]]; then [[ $exe == "$want" ]]; else [[ $exe == "$(cat "$RUN_DIR/bin-dir" 2>/dev/null)"/* ]]; fi
 }
 
 show_log() {
@@ -222,6 +234,7 @@ start() { # name binary args...
     exec nohup setsid "$bin" "$@" </dev/null >"$RUN_DIR/logs/$name.log" 2>&1
   ) &
   echo $! >"$RUN_DIR/pids/$name.pid"
+  readlink -f "$(command -v "$bin")" >"$RUN_DIR/pids/$name.exe"
 }
 
 wait_for() { # name timeout command...
@@ -245,7 +258,7 @@ stop_group() {
       kill -TERM "$pid" 2>/dev/null || true
       pids+=("$pid")
     fi
-    rm -f "$RUN_DIR/pids/$name.pid"
+    rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"
   done
   for ((i = 0; i < 50; i++)); do
     for pid in "${pids[@]}"; do gone "$pid" || { sleep 0.2; continue 2; }; done
@@ -256,8 +269,10 @@ stop_group() {
   done
 }
 
-# Stops every recorded component; etcd last (the apiserver hangs without it).
+# Stops every recorded component: the real node first (its pods are deleted through the API
+# server), etcd last (the apiserver hangs without it).
 stop_all() {
+  node_down
   stop_group kwok kube-scheduler kube-controller-manager kube-apiserver
   stop_group etcd
 }
@@ -277,6 +292,7 @@ export RUNTIME_API_CLUSTER_DIR='$RUN_DIR'
 export RUNTIME_API_CLUSTER_SERVER='https://$HOST:$APISERVER_PORT'
 export RUNTIME_API_CLUSTER_CA='$RUN_DIR/pki/ca.crt'
 EOF
+  node_print_env
 }
 
 running() {
@@ -357,7 +373,8 @@ up() {
       die "a cluster in $RUN_DIR is partly running (not ready); run 'scripts/cluster.sh down' first"
     fi
     log "removing stale run dir $RUN_DIR"
-    rm -rf "$RUN_DIR"
+    node_down
+    rm -rf --one-file-system "$RUN_DIR"
   fi
   local t0=$SECONDS port bin
   for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$CONTROLLER_MANAGER_PORT" "$SCHEDULER_PORT"; do
@@ -365,6 +382,7 @@ up() {
     port_busy "$port" && die "port $HOST:$port is already in use (override with CLUSTER_*_PORT, see cluster/README.md)"
   done
   command -v curl >/dev/null || die "curl not found on PATH"
+  real_node && node_preflight
   build
   bin=$(bin_dir)
   mkdir -p "$RUN_DIR"/{logs,pids,bin,etcd}
@@ -376,7 +394,9 @@ up() {
   kubeconfig controller-manager system:kube-controller-manager
   kubeconfig scheduler system:kube-scheduler
   kubeconfig kwok kwok-controller
-  local p="$RUN_DIR/pki"
+  real_node && node_pki
+  local p="$RUN_DIR/pki" node_flags=(--endpoint-reconciler-type none)
+  real_node && mapfile -t node_flags < <(node_apiserver_flags)
 
   start etcd "$bin/etcd" --name runtime-api --data-dir "$RUN_DIR/etcd" \
     --listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
@@ -388,7 +408,7 @@ up() {
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://$HOST:$ETCD_PORT" \
     --bind-address $HOST --advertise-address $HOST --secure-port "$APISERVER_PORT" \
-    --endpoint-reconciler-type none \
+    "${node_flags[@]}" \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" \
     --requestheader-client-ca-file "$p/ca.crt" --requestheader-allowed-names front-proxy-client \
@@ -441,6 +461,7 @@ up() {
     || fail kubectl "creating the default StorageClass"
   # The controller manager is working once it has made the default ServiceAccount.
   wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
+  real_node && node_up "$bin"
   log "cluster ready in $((SECONDS - t0))s: Kubernetes $(kube_version) on https://$HOST:$APISERVER_PORT (run dir $RUN_DIR)"
   print_env
 }
@@ -451,7 +472,7 @@ down() {
     return 0
   fi
   stop_all
-  rm -rf "$RUN_DIR"
+  rm -rf --one-file-system "$RUN_DIR"
   log "stopped; removed $RUN_DIR"
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: Rust unit and API tests, the Kubernetes control plane
-# (built and started by scripts/cluster.sh) with its smoke test and the Kubernetes integration
-# tests, then the end-to-end tests with the real OpenHands client and agent server (CPython and
-# the venv built by scripts/python.sh). Caches live under ~/.cache, so a second run is fast.
+# and its real node (built and started by scripts/cluster.sh; `down` checked to leave nothing)
+# with their smoke tests and the Kubernetes integration tests, then the end-to-end tests with the
+# real OpenHands client and agent server (CPython and the venv built by scripts/python.sh).
+# Caches live under ~/.cache, so a second run is fast.
 # The cluster is brought down on exit, also when a test fails.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,12 +28,20 @@ step "Rust: build, unit tests, API tests over a real socket"
 cargo build --locked --all-targets
 cargo test --locked --lib --bins --test api
 
-step "Kubernetes control plane (scripts/cluster.sh up)"
+STATE_BEFORE=$(mktemp)
+step "Cluster lifecycle: up with the real node, then down leaves nothing on the machine"
+scripts/cluster.sh down >/dev/null 2>&1 || true
+tests/cluster/lifecycle.sh "$STATE_BEFORE"
+
+step "Kubernetes control plane and real node (scripts/cluster.sh up, the second on this machine)"
 eval "$(scripts/cluster.sh up)"
 trap 'scripts/cluster.sh down' EXIT
 
 step "Control plane smoke test"
 tests/cluster/smoke.sh
+
+step "Real node smoke test (real pods from the images built here)"
+tests/cluster/real-node.sh
 
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh
@@ -42,6 +51,12 @@ cargo test --locked --test kubernetes -- --ignored --test-threads 2
 
 step "Recovery from an API server outage (restarts the test API server, so it runs alone)"
 cargo test --locked --test recovery -- --ignored
+
+step "Down after the suite leaves nothing on the machine"
+trap - EXIT
+scripts/cluster.sh down
+diff "$STATE_BEFORE" <(tests/cluster/machine-state.sh) \
+    || { echo "scripts/cluster.sh down left the machine changed (< before, > after)" >&2; exit 1; }
 
 step "Python toolchain and OpenHands packages (scripts/python.sh)"
 eval "$(scripts/python.sh)"

@@ -1,11 +1,13 @@
 // Command k8s is a multi-call binary holding kube-apiserver,
-// kube-controller-manager, kube-scheduler and kubectl of the Kubernetes
-// release pinned in ../../go.mod. It picks the component from the name it
-// was invoked as (argv[0], e.g. through a symlink), or from its first
-// argument: `k8s kube-apiserver --flags...`.
+// kube-controller-manager, kube-scheduler and kubectl, and the node
+// components kubelet and kube-proxy, of the Kubernetes release pinned in
+// ../../go.mod. It picks the component from the name it was invoked as
+// (argv[0], e.g. through a symlink), or from its first argument:
+// `k8s kube-apiserver --flags...`.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,13 +27,17 @@ import (
 
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var components = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kube-proxy":              proxy.NewProxyCommand,
+	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
 }
 
 func runKubectl() {
@@ -55,7 +61,7 @@ func main() {
 	}
 	newCommand, ok := components[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: k8s {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl} [flags]\n"+
+		fmt.Fprintf(os.Stderr, "usage: k8s {kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl} [flags]\n"+
 			"(or invoke through a symlink with one of those names)\n")
 		os.Exit(2)
 	}
