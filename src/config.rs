@@ -285,8 +285,14 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.api_key.as_deref() {
-            None => return Err(ConfigError("API_KEY is required (environment variable API_KEY or --api-key)".into())),
-            Some(k) if k.trim().is_empty() => return Err(ConfigError("API_KEY must not be empty".into())),
+            None => {
+                return Err(ConfigError(
+                    "API_KEY is required (environment variable API_KEY or --api-key)".into(),
+                ));
+            }
+            Some(k) if k.trim().is_empty() => {
+                return Err(ConfigError("API_KEY must not be empty".into()));
+            }
             Some(_) => {}
         }
         let ports = [
@@ -300,7 +306,9 @@ impl Config {
                 return Err(ConfigError(format!("{name} must not be 0")));
             }
             if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
-                return Err(ConfigError(format!("{name} and {other} are both {port}; sandbox ports must differ")));
+                return Err(ConfigError(format!(
+                    "{name} and {other} are both {port}; sandbox ports must differ"
+                )));
             }
         }
         for (name, value) in [
@@ -310,7 +318,11 @@ impl Config {
             if let Some(v) = value {
                 match url::Url::parse(v) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
-                    _ => return Err(ConfigError(format!("{name} must be an http(s) URL, got {v:?}"))),
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{name} must be an http(s) URL, got {v:?}"
+                        )));
+                    }
                 }
             }
         }
@@ -321,18 +333,25 @@ impl Config {
             )));
         }
         if self.backend == BackendKind::Kubernetes && !is_dns_label(&self.namespace) {
-            return Err(ConfigError(format!("NAMESPACE {:?} is not a valid namespace name", self.namespace)));
+            return Err(ConfigError(format!(
+                "NAMESPACE {:?} is not a valid namespace name",
+                self.namespace
+            )));
         }
         if self.process_agent_command.trim().is_empty() {
             return Err(ConfigError("PROCESS_AGENT_COMMAND must not be empty".into()));
         }
         if !self.process_agent_command.contains("{port}") {
             return Err(ConfigError(
-                "PROCESS_AGENT_COMMAND must contain {port}, the port the agent server listens on".into(),
+                "PROCESS_AGENT_COMMAND must contain {port}, the port the agent server listens on"
+                    .into(),
             ));
         }
         if !matches!(self.sandbox_url_scheme.as_str(), "http" | "https") {
-            return Err(ConfigError(format!("SANDBOX_URL_SCHEME must be http or https, got {:?}", self.sandbox_url_scheme)));
+            return Err(ConfigError(format!(
+                "SANDBOX_URL_SCHEME must be http or https, got {:?}",
+                self.sandbox_url_scheme
+            )));
         }
         if self.maintenance_interval_seconds == 0 {
             return Err(ConfigError("MAINTENANCE_INTERVAL_SECONDS must be at least 1".into()));
@@ -349,7 +368,8 @@ impl Config {
     /// This replica's identity: POD_NAME, else the host name with a random suffix.
     pub fn identity(&self) -> String {
         self.pod_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "runtime-api".into());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "runtime-api".into());
             format!("{}-{}", host.trim(), &crate::runtime::ids::new_runtime_id()[..8])
         })
     }

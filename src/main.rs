@@ -9,7 +9,9 @@ use runtime_api::{server, telemetry};
 fn main() -> ExitCode {
     let config = match Config::from_args(std::env::args_os()) {
         Ok(config) => config,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) => {
             let rendered = e.render().to_string();
             eprintln!("runtime-api: {}", rendered.lines().next().unwrap_or("invalid arguments"));

@@ -8,9 +8,9 @@ use crate::api::{self, AppState};
 use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
 use crate::config::{BackendKind, Config};
-use crate::runtime::Backend;
 use crate::maintenance::lease::{self, LeaseSettings};
 use crate::maintenance::{self, MaintenanceSettings};
+use crate::runtime::Backend;
 use crate::telemetry::Metrics;
 
 /// Why the service could not start or stopped abnormally; printed as one line.
@@ -30,7 +30,11 @@ pub struct Built {
     pub lease_api: Option<kube::Api<k8s_openapi::api::coordination::v1::Lease>>,
 }
 
-pub async fn build_backend(config: &Config, metrics: Metrics, identity: &str) -> Result<Built, ServeError> {
+pub async fn build_backend(
+    config: &Config,
+    metrics: Metrics,
+    identity: &str,
+) -> Result<Built, ServeError> {
     match config.backend {
         BackendKind::Process => {
             let settings = ProcessSettings {
@@ -41,13 +45,17 @@ pub async fn build_backend(config: &Config, metrics: Metrics, identity: &str) ->
                 rotate_key_on_resume: config.rotate_session_key_on_resume,
             };
             let dir = settings.state_dir.display().to_string();
-            let backend = ProcessBackend::open(settings, metrics)
-                .map_err(|e| ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}")))?;
+            let backend = ProcessBackend::open(settings, metrics).map_err(|e| {
+                ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}"))
+            })?;
             Ok(Built { backend: Arc::new(backend), lease_api: None })
         }
         BackendKind::Kubernetes => {
-            let settings = KubeSettings::from_config(config).map_err(|e| ServeError::Backend(e.to_string()))?;
-            let backend = KubernetesBackend::connect(settings, metrics, identity).await.map_err(ServeError::Backend)?;
+            let settings = KubeSettings::from_config(config)
+                .map_err(|e| ServeError::Backend(e.to_string()))?;
+            let backend = KubernetesBackend::connect(settings, metrics, identity)
+                .await
+                .map_err(ServeError::Backend)?;
             let lease_api = kube::Api::namespaced(backend.client(), backend.namespace());
             Ok(Built { backend: Arc::new(backend), lease_api: Some(lease_api) })
         }
@@ -103,7 +111,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     );
     let app = api::router(state, config.max_body_bytes);
     let addr = SocketAddr::new(config.bind_address, config.server_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(%addr, backend = ?config.backend, "runtime API listening");
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);

@@ -81,7 +81,11 @@ pub struct Candidate {
 
 impl Candidate {
     /// A candidate from what clients see of the runtime, plus what only maintenance needs.
-    pub fn from_view(view: Runtime, paused_for: Option<std::time::Duration>, agent_url: String) -> Candidate {
+    pub fn from_view(
+        view: Runtime,
+        paused_for: Option<std::time::Duration>,
+        agent_url: String,
+    ) -> Candidate {
         Candidate {
             runtime_id: view.runtime_id,
             session_id: view.session_id,

@@ -24,18 +24,19 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use self::manifests::{
-    ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, ANNOTATION_SESSION_ID,
-    DATA_CREATED_AT, DATA_SPEC, Identity, LABEL_RUNTIME_ID, LABEL_SESSION_HASH,
+    ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT,
+    ANNOTATION_SESSION_ID, DATA_CREATED_AT, DATA_SPEC, Identity, LABEL_RUNTIME_ID,
+    LABEL_SESSION_HASH,
 };
-use crate::telemetry::Metrics;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 pub use self::settings::KubeSettings;
 use self::store::Store;
 use crate::registry::{self, Credentials, RegistryClient, docker_config_credentials};
 use crate::runtime::{
-    Backend, BackendError, BackendResult, Candidate, ImageCheck, SweepReport, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
-    ids,
+    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
+    Runtime, RuntimeSpec, Status, SweepReport, ids,
 };
+use crate::telemetry::Metrics;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 /// How long a write waits for the cache to show it before answering anyway.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(10);
@@ -63,7 +64,9 @@ fn kube_error(context: &str, e: kube::Error) -> BackendError {
         kube::Error::Api(status) => {
             let message = format!("{context}: {} ({})", status.message, status.reason);
             match status.code {
-                403 => BackendError::Forbidden(format!("{message}; check the service account's Role")),
+                403 => {
+                    BackendError::Forbidden(format!("{message}; check the service account's Role"))
+                }
                 404 => BackendError::NotFound(message),
                 409 => BackendError::Conflict(message),
                 400 | 422 => BackendError::Invalid(message),
@@ -71,7 +74,9 @@ fn kube_error(context: &str, e: kube::Error) -> BackendError {
                 _ => BackendError::Internal(message),
             }
         }
-        _ => BackendError::Unavailable(format!("{context}: the Kubernetes API is unreachable: {e}")),
+        _ => {
+            BackendError::Unavailable(format!("{context}: the Kubernetes API is unreachable: {e}"))
+        }
     }
 }
 
@@ -113,7 +118,10 @@ fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
         session_hash: labels.get(LABEL_SESSION_HASH)?.clone(),
         session_id: annotations.get(ANNOTATION_SESSION_ID)?.clone(),
         paused: annotations.get(ANNOTATION_PAUSED).map(|v| v == "true").unwrap_or(false),
-        generation: annotations.get(ANNOTATION_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(1),
+        generation: annotations
+            .get(ANNOTATION_GENERATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(1),
         spec: serde_json::from_str(data.get(DATA_SPEC)?).ok()?,
         created_at: data.get(DATA_CREATED_AT).cloned().unwrap_or_default(),
         paused_at: annotations.get(ANNOTATION_PAUSED_AT).and_then(|t| t.parse().ok()),
@@ -122,7 +130,9 @@ fn record_info(record: &ConfigMap) -> Option<RecordInfo> {
 }
 
 /// What the children of a record need: its contents and the owner reference pointing at it.
-fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference)> {
+fn owned_by(
+    record: &ConfigMap,
+) -> BackendResult<(RecordInfo, k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference)> {
     let info = record_info(record).ok_or_else(malformed)?;
     let owner = manifests::owner_reference(record)
         .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
@@ -135,7 +145,10 @@ fn record_reference(record: &ConfigMap) -> Option<k8s_openapi::api::core::v1::Ob
 }
 
 /// Whether an object is older than `grace` (younger ones may belong to a start in flight).
-fn older_than(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, grace: Duration) -> bool {
+fn older_than(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    grace: Duration,
+) -> bool {
     meta.creation_timestamp
         .as_ref()
         .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > grace)
@@ -149,12 +162,23 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 impl KubernetesBackend {
     /// Connects with the ambient configuration (in-cluster service account or KUBECONFIG) and
     /// starts the watches. Fails only when no configuration can be found at all.
-    pub async fn connect(settings: KubeSettings, metrics: Metrics, identity: &str) -> Result<Self, String> {
-        let client = Client::try_default().await.map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
+    pub async fn connect(
+        settings: KubeSettings,
+        metrics: Metrics,
+        identity: &str,
+    ) -> Result<Self, String> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
         Self::with_client(client, settings, metrics, identity)
     }
 
-    pub fn with_client(client: Client, settings: KubeSettings, metrics: Metrics, identity: &str) -> Result<Self, String> {
+    pub fn with_client(
+        client: Client,
+        settings: KubeSettings,
+        metrics: Metrics,
+        identity: &str,
+    ) -> Result<Self, String> {
         let registry = RegistryClient::new(settings.insecure_registries.clone())?;
         let store = Store::start(client.clone(), &settings.namespace, metrics.clone());
         let recorder = Recorder::new(
@@ -162,7 +186,15 @@ impl KubernetesBackend {
             Reporter { controller: "runtime-api".into(), instance: Some(identity.to_string()) },
         );
         Ok(KubernetesBackend {
-            inner: Arc::new(Inner { settings, client, store, registry, metrics, recorder, session_locks: Mutex::default() }),
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                store,
+                registry,
+                metrics,
+                recorder,
+                session_locks: Mutex::default(),
+            }),
         })
     }
 
@@ -229,7 +261,8 @@ impl KubernetesBackend {
         let info = record_info(record)?;
         let s = &self.inner.settings;
         let secret = self.inner.store.secret(&manifests::object_name(&info.runtime_id));
-        let session_api_key = secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
+        let session_api_key =
+            secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
         let pod = self.inner.store.pod(&manifests::pod_name(&info.runtime_id, info.generation));
         let mut observed = status::observe(info.paused, pod.as_deref());
         if info.paused {
@@ -281,7 +314,11 @@ impl KubernetesBackend {
     /// Creates an object, treating AlreadyExists as success (completing a half-created runtime).
     async fn create<K>(&self, what: &str, obj: &K) -> BackendResult<()>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
         let result = self.api::<K>().create(&PostParams::default(), obj).await;
@@ -295,7 +332,10 @@ impl KubernetesBackend {
 
     async fn delete<K>(&self, what: &str, name: &str) -> BackendResult<()>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
         let result = self.api::<K>().delete(name, &DeleteParams::background()).await;
@@ -317,13 +357,19 @@ impl KubernetesBackend {
 
     async fn delete_pods(&self, runtime_id: &str) -> BackendResult<()> {
         let params = ListParams::default().labels(&manifests::runtime_selector(runtime_id));
-        let result = self.api::<Pod>().delete_collection(&DeleteParams::background(), &params).await;
+        let result =
+            self.api::<Pod>().delete_collection(&DeleteParams::background(), &params).await;
         self.count("deletecollection", "sandbox pod", &result);
         result.map(|_| ()).map_err(|e| kube_error("deleting the sandbox pods", e))
     }
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
-    async fn ensure_objects(&self, record: &ConfigMap, secret: Option<&Secret>, create_secret: Option<(&str, &BTreeMap<String, String>)>) -> BackendResult<()> {
+    async fn ensure_objects(
+        &self,
+        record: &ConfigMap,
+        secret: Option<&Secret>,
+        create_secret: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> BackendResult<()> {
         let (info, owner) = owned_by(record)?;
         let s = &self.inner.settings;
         let id = Identity { runtime_id: &info.runtime_id, session_hash: &info.session_hash, owner };
@@ -356,7 +402,8 @@ impl KubernetesBackend {
     /// Waits until the cache holds `record` at least as new as written, and its Secret.
     async fn await_cached(&self, written: &ConfigMap) {
         let name = written.name_any();
-        let secret_name = written.labels().get(LABEL_RUNTIME_ID).map(|id| manifests::object_name(id));
+        let secret_name =
+            written.labels().get(LABEL_RUNTIME_ID).map(|id| manifests::object_name(id));
         let store = &self.inner.store;
         let caught_up = store::wait_until(CACHE_CATCH_UP, || {
             store::caught_up(store.record(&name).as_ref(), written)
@@ -368,7 +415,11 @@ impl KubernetesBackend {
         }
     }
 
-    async fn create_runtime(&self, spec: RuntimeSpec, session_hash: &str) -> BackendResult<Runtime> {
+    async fn create_runtime(
+        &self,
+        spec: RuntimeSpec,
+        session_hash: &str,
+    ) -> BackendResult<Runtime> {
         let s = &self.inner.settings;
         let runtime_id = ids::new_runtime_id();
         let session_key = ids::new_session_key();
@@ -378,12 +429,19 @@ impl KubernetesBackend {
         self.count("create", "runtime record", &result);
         let created = match result {
             Ok(created) => created,
-            Err(e) if api_code(&e) == Some(409) => return self.existing_after_conflict(&record).await,
+            Err(e) if api_code(&e) == Some(409) => {
+                return self.existing_after_conflict(&record).await;
+            }
             Err(e) => return Err(kube_error("creating the runtime record", e)),
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
         self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
-        self.event(&created, false, "Started", format!("runtime {runtime_id} created for image {}", spec.image));
+        self.event(
+            &created,
+            false,
+            "Started",
+            format!("runtime {runtime_id} created for image {}", spec.image),
+        );
         self.await_cached(&created).await;
         self.view(&created).ok_or_else(malformed)
     }
@@ -392,15 +450,27 @@ impl KubernetesBackend {
     /// its Secret exists, so the response carries the session key.
     async fn existing_after_conflict(&self, record: &ConfigMap) -> BackendResult<Runtime> {
         let name = record.name_any();
-        let existing = self.api::<ConfigMap>().get(&name).await.map_err(|e| kube_error("reading the runtime record", e))?;
+        let existing = self
+            .api::<ConfigMap>()
+            .get(&name)
+            .await
+            .map_err(|e| kube_error("reading the runtime record", e))?;
         self.await_cached(&existing).await;
         self.view(&existing).ok_or_else(malformed)
     }
 
-    async fn patch_record(&self, name: &str, annotations: serde_json::Value) -> BackendResult<ConfigMap> {
+    async fn patch_record(
+        &self,
+        name: &str,
+        annotations: serde_json::Value,
+    ) -> BackendResult<ConfigMap> {
         let result = self
             .api::<ConfigMap>()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}})))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+            )
             .await;
         self.count("patch", "runtime record", &result);
         result.map_err(|e| kube_error("updating the runtime record", e))
@@ -419,7 +489,8 @@ impl Backend for KubernetesBackend {
             let info = record_info(&record).ok_or_else(malformed)?;
             if record.metadata.deletion_timestamp.is_some() {
                 // Being stopped: wait for it to go, then start afresh.
-                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none()).await;
+                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none())
+                    .await;
                 return self.create_runtime(spec, &session_hash).await;
             }
             let secret = self.inner.store.secret(&manifests::object_name(&info.runtime_id));
@@ -482,7 +553,12 @@ impl Backend for KubernetesBackend {
                     }),
                 )
                 .await?;
-            self.event(&patched, false, "Paused", reason.unwrap_or("paused by a client").to_string());
+            self.event(
+                &patched,
+                false,
+                "Paused",
+                reason.unwrap_or("paused by a client").to_string(),
+            );
             patched
         };
         self.delete_pods(runtime_id).await?;
@@ -495,7 +571,10 @@ impl Backend for KubernetesBackend {
         let record = self.live_record(runtime_id)?;
         let info = record_info(&record).ok_or_else(malformed)?;
         let current = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
-        if !info.paused && matches!(current.status, Status::Starting | Status::Running) && current.pod_status != PodStatus::NotFound {
+        if !info.paused
+            && matches!(current.status, Status::Starting | Status::Running)
+            && current.pod_status != PodStatus::NotFound
+        {
             return Ok(current);
         }
         let secret_name = manifests::object_name(runtime_id);
@@ -508,11 +587,17 @@ impl Backend for KubernetesBackend {
             let key = ids::new_session_key();
             let encoded: BTreeMap<&str, String> = crate::runtime::env::SESSION_KEY_VARS
                 .iter()
-                .map(|k| (*k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key)))
+                .map(|k| {
+                    (*k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key))
+                })
                 .collect();
             let result = self
                 .api::<Secret>()
-                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(json!({ "data": encoded })))
+                .patch(
+                    &secret_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "data": encoded })),
+                )
                 .await;
             self.count("patch", "secret", &result);
             Some(result.map_err(|e| kube_error("rotating the session key", e))?)
@@ -536,10 +621,17 @@ impl Backend for KubernetesBackend {
         self.event(&patched, false, "Resumed", format!("sandbox pod generation {generation}"));
         // Only the pod was gone; anything else missing is the orphan sweep's to repair.
         let (patched_info, owner) = owned_by(&patched)?;
-        let id = Identity { runtime_id: &patched_info.runtime_id, session_hash: &patched_info.session_hash, owner };
+        let id = Identity {
+            runtime_id: &patched_info.runtime_id,
+            session_hash: &patched_info.session_hash,
+            owner,
+        };
         self.create_pod(&patched_info, id).await?;
         if let Some(written) = rotated {
-            store::wait_until(CACHE_CATCH_UP, || store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)).await;
+            store::wait_until(CACHE_CATCH_UP, || {
+                store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)
+            })
+            .await;
         }
         self.await_cached(&patched).await;
         tracing::info!(runtime_id, session_id = %info.session_id, generation, "runtime resumed");
@@ -561,7 +653,11 @@ impl Backend for KubernetesBackend {
         self.delete::<Service>("service", &object).await?;
         self.delete::<Secret>("secret", &object).await?;
         if self.inner.settings.workspace_storage_size.is_some() {
-            self.delete::<PersistentVolumeClaim>("workspace claim", &manifests::claim_name(runtime_id)).await?;
+            self.delete::<PersistentVolumeClaim>(
+                "workspace claim",
+                &manifests::claim_name(runtime_id),
+            )
+            .await?;
         }
         let uid = record.metadata.uid.clone();
         store::wait_until(CACHE_CATCH_UP, || {
@@ -599,8 +695,12 @@ impl Backend for KubernetesBackend {
             .filter_map(|r| {
                 let info = record_info(r)?;
                 // Reached through the runtime's Service, inside the cluster.
-                let agent_url =
-                    format!("http://{}.{}.svc:{}", manifests::object_name(&info.runtime_id), s.namespace, s.ports.agent);
+                let agent_url = format!(
+                    "http://{}.{}.svc:{}",
+                    manifests::object_name(&info.runtime_id),
+                    s.namespace,
+                    s.ports.agent
+                );
                 let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
                 Some(Candidate::from_view(self.view(r)?, paused_for, agent_url))
             })
@@ -616,11 +716,20 @@ impl Backend for KubernetesBackend {
         let records = self.records();
         let known: std::collections::HashSet<String> =
             records.iter().filter_map(|r| r.labels().get(LABEL_RUNTIME_ID).cloned()).collect();
-        let lp = ListParams::default().labels(&format!("{}={}", manifests::MANAGED_BY.0, manifests::MANAGED_BY.1));
+        let lp = ListParams::default().labels(&format!(
+            "{}={}",
+            manifests::MANAGED_BY.0,
+            manifests::MANAGED_BY.1
+        ));
         let list_err = |what: &'static str| move |e| kube_error(&format!("listing {what}"), e);
         let services = self.api::<Service>().list(&lp).await.map_err(list_err("services"))?.items;
         let ingresses = self.api::<Ingress>().list(&lp).await.map_err(list_err("ingresses"))?.items;
-        let policies = self.api::<NetworkPolicy>().list(&lp).await.map_err(list_err("network policies"))?.items;
+        let policies = self
+            .api::<NetworkPolicy>()
+            .list(&lp)
+            .await
+            .map_err(list_err("network policies"))?
+            .items;
         let claims = if s.workspace_storage_size.is_some() {
             self.api::<PersistentVolumeClaim>().list(&lp).await.map_err(list_err("claims"))?.items
         } else {
@@ -630,7 +739,11 @@ impl Backend for KubernetesBackend {
         let orphan = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
             meta.deletion_timestamp.is_none()
                 && older_than(meta, grace)
-                && meta.labels.as_ref().and_then(|l| l.get(LABEL_RUNTIME_ID)).is_some_and(|id| !known.contains(id))
+                && meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_RUNTIME_ID))
+                    .is_some_and(|id| !known.contains(id))
         };
         macro_rules! sweep_kind {
             ($kind:ty, $what:expr, $items:expr) => {
@@ -648,7 +761,10 @@ impl Backend for KubernetesBackend {
         sweep_kind!(NetworkPolicy, "network policy", policies);
         sweep_kind!(PersistentVolumeClaim, "workspace claim", claims);
 
-        for record in records.iter().filter(|r| r.metadata.deletion_timestamp.is_none() && older_than(&r.metadata, grace)) {
+        for record in records
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none() && older_than(&r.metadata, grace))
+        {
             let Some(info) = record_info(record) else { continue };
             let object = manifests::object_name(&info.runtime_id);
             let Some(secret) = store.secret(&object) else {
@@ -658,12 +774,16 @@ impl Backend for KubernetesBackend {
                 continue;
             };
             let named = |names: Vec<String>, name: &str| names.iter().any(|n| n == name);
-            let missing = (!info.paused && store.pod(&manifests::pod_name(&info.runtime_id, info.generation)).is_none())
+            let missing = (!info.paused
+                && store.pod(&manifests::pod_name(&info.runtime_id, info.generation)).is_none())
                 || !named(services.iter().map(|o| o.name_any()).collect(), &object)
                 || !named(ingresses.iter().map(|o| o.name_any()).collect(), &object)
                 || !named(policies.iter().map(|o| o.name_any()).collect(), &object)
                 || (s.workspace_storage_size.is_some()
-                    && !named(claims.iter().map(|o| o.name_any()).collect(), &manifests::claim_name(&info.runtime_id)));
+                    && !named(
+                        claims.iter().map(|o| o.name_any()).collect(),
+                        &manifests::claim_name(&info.runtime_id),
+                    ));
             if missing {
                 tracing::info!(runtime_id = %info.runtime_id, "recreating missing objects of a runtime");
                 self.ensure_objects(record, Some(&secret), None).await?;

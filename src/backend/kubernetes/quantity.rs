@@ -29,7 +29,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(suffix, mult)| s.strip_suffix(suffix).map(|n| (n, *mult)))
         .unwrap_or((s, 1.0));
-    let value = number.parse::<f64>().map_err(|_| format!("invalid memory quantity {s:?}"))? * multiplier;
+    let value =
+        number.parse::<f64>().map_err(|_| format!("invalid memory quantity {s:?}"))? * multiplier;
     positive(value, s)
 }
 
@@ -51,7 +52,8 @@ pub fn cpu(millis: u64, factor: f64) -> String {
 /// Bytes scaled by `factor`, in the largest exact binary unit (`8Gi`, `1536Mi`).
 pub fn memory(bytes: u64, factor: f64) -> String {
     let scaled = ((bytes as f64) * factor).round().max(1.0) as u64;
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] =
+        [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     UNITS
         .iter()
         .find(|(_, size)| scaled % size == 0)

@@ -54,7 +54,8 @@ impl KubeSettings {
             routing: c.routing_mode,
             ingress_class: c.ingress_class.clone(),
             ingress_tls_secret: c.ingress_tls_secret.clone().filter(|s| !s.is_empty()),
-            ingress_annotations: parse_map(&c.ingress_annotations).map_err(|e| bad("INGRESS_ANNOTATIONS", e))?,
+            ingress_annotations: parse_map(&c.ingress_annotations)
+                .map_err(|e| bad("INGRESS_ANNOTATIONS", e))?,
             ports: SandboxPorts {
                 agent: c.agent_server_port,
                 vscode: c.vscode_port,
@@ -63,10 +64,14 @@ impl KubeSettings {
             },
             app_server_url: c.app_server_url.clone(),
             app_server_public_url: c.app_server_public_url.clone(),
-            cpu_request_millis: parse_millicores(&c.sandbox_cpu_request).map_err(|e| bad("SANDBOX_CPU_REQUEST", e))?,
-            memory_request_bytes: parse_bytes(&c.sandbox_memory_request).map_err(|e| bad("SANDBOX_MEMORY_REQUEST", e))?,
-            cpu_limit_millis: parse_millicores(&c.sandbox_cpu_limit).map_err(|e| bad("SANDBOX_CPU_LIMIT", e))?,
-            memory_limit_bytes: parse_bytes(&c.sandbox_memory_limit).map_err(|e| bad("SANDBOX_MEMORY_LIMIT", e))?,
+            cpu_request_millis: parse_millicores(&c.sandbox_cpu_request)
+                .map_err(|e| bad("SANDBOX_CPU_REQUEST", e))?,
+            memory_request_bytes: parse_bytes(&c.sandbox_memory_request)
+                .map_err(|e| bad("SANDBOX_MEMORY_REQUEST", e))?,
+            cpu_limit_millis: parse_millicores(&c.sandbox_cpu_limit)
+                .map_err(|e| bad("SANDBOX_CPU_LIMIT", e))?,
+            memory_limit_bytes: parse_bytes(&c.sandbox_memory_limit)
+                .map_err(|e| bad("SANDBOX_MEMORY_LIMIT", e))?,
             runtime_classes: parse_list(&c.runtime_classes),
             privileged_runtime_classes: parse_list(&c.privileged_runtime_classes),
             image_pull_secrets: parse_list(&c.image_pull_secrets),
@@ -74,10 +79,13 @@ impl KubeSettings {
             ca_cert_secret: c.ca_cert_secret.clone().filter(|s| !s.is_empty()),
             workspace_storage_size: c.workspace_storage_size.clone().filter(|s| !s.is_empty()),
             workspace_storage_class: c.workspace_storage_class.clone().filter(|s| !s.is_empty()),
-            pod_labels: parse_map(&c.sandbox_pod_labels).map_err(|e| bad("SANDBOX_POD_LABELS", e))?,
-            node_selector: parse_map(&c.sandbox_node_selector).map_err(|e| bad("SANDBOX_NODE_SELECTOR", e))?,
+            pod_labels: parse_map(&c.sandbox_pod_labels)
+                .map_err(|e| bad("SANDBOX_POD_LABELS", e))?,
+            node_selector: parse_map(&c.sandbox_node_selector)
+                .map_err(|e| bad("SANDBOX_NODE_SELECTOR", e))?,
             ingress_namespace: c.ingress_namespace.clone(),
-            service_pod_labels: parse_map(&c.service_pod_labels).map_err(|e| bad("SERVICE_POD_LABELS", e))?,
+            service_pod_labels: parse_map(&c.service_pod_labels)
+                .map_err(|e| bad("SERVICE_POD_LABELS", e))?,
             rotate_key_on_resume: c.rotate_session_key_on_resume,
             orphan_grace: std::time::Duration::from_secs(c.orphan_grace_seconds),
         })
@@ -94,7 +102,9 @@ pub fn parse_map(s: &str) -> Result<BTreeMap<String, String>, String> {
     parse_list(s)
         .into_iter()
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
             _ => Err(format!("expected key=value, got {kv:?}")),
         })
         .collect()

@@ -16,10 +16,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::manifests::{ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, LABEL_COMPONENT, MANAGED_BY};
+use super::manifests::{
+    ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, LABEL_COMPONENT, MANAGED_BY,
+};
+use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
 use std::collections::HashSet;
-use crate::runtime::Readiness;
 
 /// Health of one watch: synced once the initial list is in, healthy while the last event was not an error.
 #[derive(Default)]
@@ -45,7 +47,9 @@ impl Store {
             ("secrets", WatchHealth::default()),
             ("pods", WatchHealth::default()),
         ]);
-        let selector = |component: &str| format!("{}={},{LABEL_COMPONENT}={component}", MANAGED_BY.0, MANAGED_BY.1);
+        let selector = |component: &str| {
+            format!("{}={},{LABEL_COMPONENT}={component}", MANAGED_BY.0, MANAGED_BY.1)
+        };
         let records = spawn_reflector::<ConfigMap>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_RECORD),
@@ -86,10 +90,14 @@ impl Store {
     pub fn readiness(&self) -> Readiness {
         for (name, h) in self.health.iter() {
             if !h.synced.load(Ordering::Relaxed) {
-                return Readiness::NotReady(format!("the {name} cache has not synced with the Kubernetes API yet"));
+                return Readiness::NotReady(format!(
+                    "the {name} cache has not synced with the Kubernetes API yet"
+                ));
             }
             if h.failing.load(Ordering::Relaxed) {
-                return Readiness::NotReady(format!("the {name} watch is failing: the Kubernetes API is unreachable"));
+                return Readiness::NotReady(format!(
+                    "the {name} watch is failing: the Kubernetes API is unreachable"
+                ));
             }
         }
         Readiness::Ready
@@ -97,7 +105,11 @@ impl Store {
 
     /// Objects per cached kind, for the cache-size metric.
     pub fn sizes(&self) -> [(&'static str, usize); 3] {
-        [("records", self.records.len()), ("secrets", self.secrets.len()), ("pods", self.pods.len())]
+        [
+            ("records", self.records.len()),
+            ("secrets", self.secrets.len()),
+            ("pods", self.pods.len()),
+        ]
     }
 }
 
@@ -109,7 +121,13 @@ fn spawn_reflector<K>(
     mut inspect: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> Reader<K>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store::<K>();
