@@ -7,12 +7,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
 use super::record::RuntimeDir;
 use crate::runtime::env::SandboxPorts;
 
@@ -149,24 +143,20 @@ pub fn command_exists(template: &str, path_var: Option<&str>) -> bool {
 /// Probes `GET http://127.0.0.1:{port}/alive`, the agent server's liveness endpoint.
 #[derive(Clone)]
 pub struct Prober {
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Default for Prober {
-    fn default() -> Self {
-        Prober { client: Client::builder(TokioExecutor::new()).build_http() }
-    }
+    client: reqwest::Client,
 }
 
 impl Prober {
+    /// A client for loopback probes only: no proxy from the environment, a short timeout.
+    pub fn new() -> reqwest::Result<Prober> {
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build()?;
+        Ok(Prober { client })
+    }
+
     pub async fn alive(&self, port: u16) -> bool {
-        let Ok(uri) = format!("http://127.0.0.1:{port}/alive").parse::<hyper::Uri>() else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.client.get(uri)).await,
-            Ok(Ok(resp)) if resp.status().is_success()
-        )
+        let url = format!("http://127.0.0.1:{port}/alive");
+        matches!(self.client.get(url).send().await, Ok(resp) if resp.status().is_success())
     }
 }
 

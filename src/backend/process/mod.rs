@@ -168,11 +168,12 @@ impl ProcessBackend {
         if trash.exists() {
             std::fs::remove_dir_all(&trash)?;
         }
+        let prober = Prober::new().map_err(std::io::Error::other)?;
         let inner = Arc::new(Inner {
             settings,
             state: Mutex::default(),
             start_lock: tokio::sync::Mutex::new(()),
-            prober: Prober::default(),
+            prober,
             metrics,
             _lock_file: lock_file,
         });
