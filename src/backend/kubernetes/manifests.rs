@@ -1,16 +1,12 @@
-//! The Kubernetes objects of one runtime, built as pure functions from its spec and the settings,
-//! so that every field can be unit-tested without a cluster.
-//!
-//! Naming: the record (a ConfigMap) is named after a hash of the session id, which makes `/start`
-//! idempotent across replicas (a second create gets AlreadyExists). Everything else is named after
-//! the random runtime id, so a fresh runtime for the same session never collides with the leftovers
-//! of the previous one. All names are lower-case hex with a short prefix: always DNS-1123 and short.
+//! The child objects of one runtime (Secret, Pod, Service, Ingress, NetworkPolicy, workspace
+//! claim) and its URLs, built as pure functions from its spec and the settings, so that every
+//! field can be unit-tested without a cluster. Names and labels come from [`super::record`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
     LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
@@ -27,65 +23,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::quantity;
+use super::record::{
+    ANNOTATION_CREATED_AT, COMPONENT_INGRESS, COMPONENT_NETWORK_POLICY, COMPONENT_SANDBOX,
+    COMPONENT_SECRET, COMPONENT_SERVICE, COMPONENT_WORKSPACE, LABEL_COMPONENT, LABEL_RUNTIME_ID,
+    claim_name, labels, object_name, pod_name,
+};
 use super::settings::KubeSettings;
 use crate::config::RoutingMode;
 use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sandbox_environment};
 use crate::runtime::{Command, RuntimeSpec};
 
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "runtime-api");
-pub const LABEL_RUNTIME_ID: &str = "runtime-api.openhands.dev/runtime-id";
-pub const LABEL_SESSION_HASH: &str = "runtime-api.openhands.dev/session-hash";
-pub const LABEL_COMPONENT: &str = "runtime-api.openhands.dev/component";
-pub const ANNOTATION_SESSION_ID: &str = "runtime-api.openhands.dev/session-id";
-pub const ANNOTATION_PAUSED: &str = "runtime-api.openhands.dev/paused";
-pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generation";
-pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
-pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
-/// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
-pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
-pub const DATA_SPEC: &str = "spec.json";
-pub const DATA_CREATED_AT: &str = "created-at";
-
-pub const COMPONENT_RECORD: &str = "record";
-pub const COMPONENT_SANDBOX: &str = "sandbox";
-
 const CA_MOUNT_DIR: &str = "/etc/runtime-api/ca";
 const CONTAINER_NAME: &str = "agent-server";
-
-pub fn record_name(session_hash: &str) -> String {
-    format!("oh-session-{session_hash}")
-}
-
-/// Name of the runtime's Secret, Service, Ingress and NetworkPolicy.
-pub fn object_name(runtime_id: &str) -> String {
-    format!("oh-rt-{runtime_id}")
-}
-
-/// Pods get a generation suffix so resume can create a new pod while the old one still terminates.
-pub fn pod_name(runtime_id: &str, generation: u32) -> String {
-    format!("oh-rt-{runtime_id}-{generation}")
-}
-
-pub fn claim_name(runtime_id: &str) -> String {
-    format!("oh-rt-{runtime_id}-workspace")
-}
-
-/// Label selector of everything a runtime owns.
-pub fn runtime_selector(runtime_id: &str) -> String {
-    format!("{LABEL_RUNTIME_ID}={runtime_id}")
-}
-
-pub fn labels(runtime_id: &str, session_hash: &str, component: &str) -> BTreeMap<String, String> {
-    [
-        (MANAGED_BY.0, MANAGED_BY.1),
-        (LABEL_RUNTIME_ID, runtime_id),
-        (LABEL_SESSION_HASH, session_hash),
-        (LABEL_COMPONENT, component),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 /// Identity of one runtime, shared by all its builders.
 #[derive(Debug, Clone)]
@@ -107,57 +56,6 @@ impl Identity<'_> {
     }
 }
 
-/// The owner reference every child object carries, pointing at the runtime's record.
-pub fn owner_reference(record: &ConfigMap) -> Option<OwnerReference> {
-    Some(OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: record.metadata.name.clone()?,
-        uid: record.metadata.uid.clone()?,
-        controller: Some(true),
-        block_owner_deletion: None,
-    })
-}
-
-/// The record: the spec as started (environment values live in the Secret), the raw session id,
-/// and the mutable state (paused, pod generation) in annotations.
-pub fn record(
-    namespace: &str,
-    runtime_id: &str,
-    session_hash: &str,
-    spec: &RuntimeSpec,
-    created_at: &str,
-) -> ConfigMap {
-    let stored = RuntimeSpec { environment: BTreeMap::new(), ..spec.clone() };
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(record_name(session_hash)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels(runtime_id, session_hash, COMPONENT_RECORD)),
-            annotations: Some(
-                [
-                    (ANNOTATION_SESSION_ID, spec.session_id.as_str()),
-                    (ANNOTATION_PAUSED, "false"),
-                    (ANNOTATION_GENERATION, "1"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ),
-            ..Default::default()
-        },
-        data: Some(
-            [
-                (DATA_SPEC.to_string(), serde_json::to_string(&stored).expect("a spec serialises")),
-                (DATA_CREATED_AT.to_string(), created_at.to_string()),
-            ]
-            .into_iter()
-            .collect(),
-        ),
-        ..Default::default()
-    }
-}
-
 /// The runtime's secrets: its session key and the caller's environment, imported into the pod
 /// with `envFrom`, so no secret appears in the pod spec.
 pub fn secret(
@@ -174,7 +72,7 @@ pub fn secret(
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();
     Secret {
-        metadata: id.meta(object_name(id.runtime_id), "secret", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_SECRET, &s.namespace),
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
@@ -426,7 +324,7 @@ pub fn service(s: &KubeSettings, id: &Identity<'_>) -> Service {
         ("work-2", s.ports.worker_2),
     ];
     Service {
-        metadata: id.meta(object_name(id.runtime_id), "service", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_SERVICE, &s.namespace),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(sandbox_selector(id.runtime_id)),
@@ -547,7 +445,7 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Ingress {
             (vec![rule], vec![s.base_domain.clone()])
         }
     };
-    let mut meta = id.meta(object_name(id.runtime_id), "ingress", &s.namespace);
+    let mut meta = id.meta(object_name(id.runtime_id), COMPONENT_INGRESS, &s.namespace);
     meta.annotations = (!annotations.is_empty()).then_some(annotations);
     Ingress {
         metadata: meta,
@@ -589,7 +487,7 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
         ..Default::default()
     };
     NetworkPolicy {
-        metadata: id.meta(object_name(id.runtime_id), "network-policy", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_NETWORK_POLICY, &s.namespace),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(sandbox_selector(id.runtime_id)),
@@ -615,7 +513,7 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
 pub fn workspace_claim(s: &KubeSettings, id: &Identity<'_>) -> Option<PersistentVolumeClaim> {
     let size = s.workspace_storage_size.as_ref()?;
     Some(PersistentVolumeClaim {
-        metadata: id.meta(claim_name(id.runtime_id), "workspace", &s.namespace),
+        metadata: id.meta(claim_name(id.runtime_id), COMPONENT_WORKSPACE, &s.namespace),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: s.workspace_storage_class.clone(),
@@ -673,23 +571,6 @@ mod tests {
                 controller: Some(true),
                 block_owner_deletion: None,
             },
-        }
-    }
-
-    #[test]
-    fn names_are_dns_labels() {
-        let hash = crate::runtime::ids::session_hash("AnyCASE session/ID ü");
-        for name in [
-            record_name(&hash),
-            object_name(identity().runtime_id),
-            pod_name(identity().runtime_id, 12),
-            claim_name(identity().runtime_id),
-        ] {
-            assert!(name.len() <= 63, "{name}");
-            assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-                "{name}"
-            );
         }
     }
 
