@@ -15,6 +15,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go is required (for the test control plane)" >&2; exit 1; }
 
+step "Rust: formatting (rustfmt.toml) and lints, first"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
 # A CNCF distribution registry for the /image_exists tests, from Debian's packages.
 if ! command -v docker-registry >/dev/null; then
     step "Installing docker-registry (Debian package)"

@@ -48,7 +48,7 @@ fn api_code(e: &kube::Error) -> Option<u16> {
 /// What creating a record found: a new record, or one already there (another replica or request
 /// created this session's runtime first).
 pub enum Created {
-    New(ConfigMap),
+    New(Box<ConfigMap>),
     AlreadyExists,
 }
 
@@ -90,7 +90,7 @@ impl Writer {
         let result = self.api::<ConfigMap>().create(&PostParams::default(), record).await;
         self.count("create", "runtime record", &result);
         match result {
-            Ok(created) => Ok(Created::New(created)),
+            Ok(created) => Ok(Created::New(Box::new(created))),
             Err(e) if api_code(&e) == Some(409) => Ok(Created::AlreadyExists),
             Err(e) => Err(kube_error("creating the runtime record", e)),
         }
