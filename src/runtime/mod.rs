@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod ids;
+pub mod plan;
 pub mod spec;
 pub mod status;
 
@@ -36,6 +37,18 @@ pub struct Runtime {
     pub created_at: String,
     pub image: String,
     pub resource_factor: f64,
+}
+
+impl Runtime {
+    /// The last view of a runtime that has just been stopped, as `/stop` answers with it.
+    pub fn stopped(self) -> Runtime {
+        Runtime {
+            status: Status::Stopped,
+            pod_status: PodStatus::NotFound,
+            status_detail: None,
+            ..self
+        }
+    }
 }
 
 /// Which runtimes `/list` returns. The default holds compute (see the contract: V1 treats every

@@ -23,6 +23,7 @@ use super::status;
 use super::store;
 use super::writes::{Created, Writer};
 use crate::registry::{self, Credentials, docker_config_credentials};
+use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
 use crate::runtime::{
     Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
     Runtime, RuntimeSpec, Status, SweepReport, ids,
@@ -48,7 +49,29 @@ fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, OwnerReference)> {
     Ok((info, owner))
 }
 
+/// A cached record as lifecycle decisions see it.
+struct Current {
+    record: Arc<ConfigMap>,
+    info: RecordInfo,
+    known: Known,
+    view: Runtime,
+}
+
 impl KubernetesBackend {
+    /// What the cache says of a record: its contents, what the plans need, what clients see.
+    fn current(&self, record: Arc<ConfigMap>) -> BackendResult<Current> {
+        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
+        let view = self.view(&record).ok_or_else(malformed)?;
+        let known = Known {
+            being_removed: record.metadata.deletion_timestamp.is_some(),
+            has_credentials: self.inner.store.secret(&object_name(&info.runtime_id)).is_some(),
+            paused: info.paused,
+            status: view.status,
+            pod_status: view.pod_status,
+        };
+        Ok(Current { record, info, known, view })
+    }
+
     pub(super) fn writer(&self) -> &Writer {
         &self.inner.writer
     }
@@ -211,39 +234,31 @@ impl Backend for KubernetesBackend {
         manifests::runtime_class(&self.inner.settings, &spec).map_err(BackendError::Invalid)?;
         let session_hash = ids::session_hash(&spec.session_id);
         let _serialised = self.inner.session_locks.lock(&session_hash).await;
-        let name = record::record_name(&session_hash);
-        if let Some(record) = self.inner.store.record(&name) {
-            let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
-            if record.metadata.deletion_timestamp.is_some() {
-                // Being stopped: wait for it to go, then start afresh.
+        let existing = self.inner.store.record_for_session(&session_hash).map(|r| self.current(r));
+        let existing = existing.transpose()?;
+        match (plan_start(existing.as_ref().map(|c| &c.known)), existing) {
+            (StartPlan::Create, _) | (_, None) => self.create_runtime(spec, &session_hash).await,
+            (StartPlan::AwaitRemovalThenCreate, Some(c)) => {
+                let name = c.record.name_any();
                 store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none())
                     .await;
-                return self.create_runtime(spec, &session_hash).await;
+                self.create_runtime(spec, &session_hash).await
             }
-            let secret = self.inner.store.secret(&object_name(&info.runtime_id));
-            if secret.is_none() {
-                // A record without its Secret: its creator crashed, or is still at work (here or on
-                // another replica). Completing it is safe either way: whoever creates the Secret
-                // first wins, the other gets AlreadyExists, and both answer with the stored key.
-                tracing::info!(runtime_id = %info.runtime_id, "completing a runtime whose creation was interrupted");
+            (StartPlan::CompleteCreation, Some(c)) => {
+                tracing::info!(runtime_id = %c.info.runtime_id, "completing a runtime whose creation was interrupted");
                 let key = ids::new_session_key();
-                self.ensure_objects(&record, None, Some((&key, &spec.environment))).await?;
-                self.await_cached(&record).await;
-                return self.view(&record).ok_or_else(malformed);
+                self.ensure_objects(&c.record, None, Some((&key, &spec.environment))).await?;
+                self.await_cached(&c.record).await;
+                self.view(&c.record).ok_or_else(malformed)
             }
-            let current = self.view(&record).ok_or_else(malformed)?;
-            return match current.status {
-                Status::Paused | Status::Error => self.resume(&info.runtime_id).await,
-                _ => {
-                    if current.pod_status == PodStatus::NotFound {
-                        // Complete a runtime whose creation was interrupted.
-                        self.ensure_objects(&record, secret.as_deref(), None).await?;
-                    }
-                    Ok(current)
-                }
-            };
+            (StartPlan::Resume, Some(c)) => self.resume(&c.info.runtime_id).await,
+            (StartPlan::CompleteObjects, Some(c)) => {
+                let secret = self.inner.store.secret(&object_name(&c.info.runtime_id));
+                self.ensure_objects(&c.record, secret.as_deref(), None).await?;
+                Ok(c.view)
+            }
+            (StartPlan::Return, Some(c)) => Ok(c.view),
         }
-        self.create_runtime(spec, &session_hash).await
     }
 
     async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
@@ -296,21 +311,17 @@ impl Backend for KubernetesBackend {
     }
 
     async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
-        let record = self.live_record(runtime_id)?;
-        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
-        let current = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
-        if !info.paused
-            && matches!(current.status, Status::Starting | Status::Running)
-            && current.pod_status != PodStatus::NotFound
-        {
-            return Ok(current);
+        let Current { record, info, known, view } = self.current(self.live_record(runtime_id)?)?;
+        match plan_resume(&known) {
+            ResumePlan::AlreadyRunning => return Ok(view),
+            ResumePlan::CredentialsLost => {
+                return Err(BackendError::Internal(format!(
+                    "runtime {runtime_id} has lost its secret; stop it and start a new one"
+                )));
+            }
+            ResumePlan::Relaunch => {}
         }
         let secret_name = object_name(runtime_id);
-        if self.inner.store.secret(&secret_name).is_none() {
-            return Err(BackendError::Internal(format!(
-                "runtime {runtime_id} has lost its secret; stop it and start a new one"
-            )));
-        }
         let rotated = if self.inner.settings.rotate_key_on_resume {
             let key = ids::new_session_key();
             let encoded: BTreeMap<&str, String> = crate::runtime::env::SESSION_KEY_VARS
@@ -365,7 +376,7 @@ impl Backend for KubernetesBackend {
 
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
         let record = self.find_record(runtime_id).ok_or_else(|| not_found(runtime_id))?;
-        let mut last = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
+        let last = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
         let name = record.name_any();
         // The record first: from now on this session starts afresh; then everything it owned,
         // explicitly (garbage collection would get there too, but later and not when it is off).
@@ -388,10 +399,7 @@ impl Backend for KubernetesBackend {
         })
         .await;
         tracing::info!(runtime_id, session_id = %last.session_id, "runtime stopped");
-        last.status = Status::Stopped;
-        last.pod_status = PodStatus::NotFound;
-        last.status_detail = None;
-        Ok(last)
+        Ok(last.stopped())
     }
 
     async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck> {

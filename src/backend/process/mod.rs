@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use self::launch::Prober;
 use self::record::{ProcessId, Record, RuntimeDir};
+use super::locks::KeyedLocks;
 use crate::runtime::env::{Injected, sandbox_environment};
+use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
 use crate::runtime::{
     Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
     Runtime, RuntimeSpec, Status, ids,
@@ -48,8 +50,8 @@ pub struct ProcessBackend {
 struct Inner {
     settings: ProcessSettings,
     state: Mutex<State>,
-    /// Serialises `/start` so concurrent duplicates for one session create one runtime.
-    start_lock: tokio::sync::Mutex<()>,
+    /// Serialises `/start` per session so concurrent duplicates create one runtime.
+    start_locks: KeyedLocks,
     prober: Prober,
     metrics: Metrics,
     /// Holds the advisory lock on `STATE_DIR` for the life of the service.
@@ -92,6 +94,19 @@ impl Entry {
             failure: None,
             op_lock: Arc::default(),
             launched_at: Instant::now(),
+        }
+    }
+
+    /// What the lifecycle plans need: a process record always holds its key, and a stopped
+    /// runtime is removed at once.
+    fn known(&self) -> Known {
+        let view = self.view();
+        Known {
+            being_removed: false,
+            has_credentials: true,
+            paused: self.record.paused,
+            status: view.status,
+            pod_status: view.pod_status,
         }
     }
 
@@ -172,7 +187,7 @@ impl ProcessBackend {
         let inner = Arc::new(Inner {
             settings,
             state: Mutex::default(),
-            start_lock: tokio::sync::Mutex::new(()),
+            start_locks: KeyedLocks::default(),
             prober,
             metrics,
             _lock_file: lock_file,
@@ -217,15 +232,6 @@ impl ProcessBackend {
             .runtimes
             .get(runtime_id)
             .map(|e| e.op_lock.clone())
-            .ok_or_else(|| not_found(runtime_id))
-    }
-
-    fn view(&self, runtime_id: &str) -> BackendResult<Runtime> {
-        self.inner
-            .lock()
-            .runtimes
-            .get(runtime_id)
-            .map(Entry::view)
             .ok_or_else(|| not_found(runtime_id))
     }
 }
@@ -424,14 +430,25 @@ async fn terminate(running: Running) {
 #[async_trait]
 impl Backend for ProcessBackend {
     async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
-        let _serialised = self.inner.start_lock.lock().await;
-        let existing = self.inner.lock().sessions.get(&spec.session_id).cloned();
-        if let Some(id) = existing {
-            let current = self.view(&id)?;
-            return match current.status {
-                Status::Paused | Status::Error => self.resume(&id).await,
-                _ => Ok(current),
-            };
+        let _serialised = self.inner.start_locks.lock(&spec.session_id).await;
+        let existing = {
+            let state = self.inner.lock();
+            let id = state.sessions.get(&spec.session_id);
+            id.and_then(|id| state.runtimes.get(id)).map(|e| (e.known(), e.view()))
+        };
+        match (plan_start(existing.as_ref().map(|(known, _)| known)), existing) {
+            (StartPlan::Create, _) | (_, None) => {}
+            (StartPlan::Resume, Some((_, current))) => {
+                return self.resume(&current.runtime_id).await;
+            }
+            // Removal is immediate and the key is in the record, so only these two remain.
+            (
+                StartPlan::Return
+                | StartPlan::CompleteObjects
+                | StartPlan::CompleteCreation
+                | StartPlan::AwaitRemovalThenCreate,
+                Some((_, current)),
+            ) => return Ok(current),
         }
         let runtime_id = ids::new_runtime_id();
         let mut state = self.inner.lock();
@@ -521,8 +538,14 @@ impl Backend for ProcessBackend {
         let _serialised = op.lock().await;
         let mut state = self.inner.lock();
         let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
-        if !entry.record.paused && entry.running.is_some() {
-            return Ok(entry.view()); // already starting or running
+        match plan_resume(&entry.known()) {
+            ResumePlan::AlreadyRunning => return Ok(entry.view()),
+            ResumePlan::CredentialsLost => {
+                return Err(BackendError::Internal(format!(
+                    "runtime {runtime_id} has no session key"
+                )));
+            }
+            ResumePlan::Relaunch => {}
         }
         if self.inner.settings.rotate_key_on_resume {
             entry.record.session_api_key = ids::new_session_key();
@@ -561,10 +584,7 @@ impl Backend for ProcessBackend {
             Err(_) => tokio::fs::remove_dir_all(&entry.dir.0).await,
         };
         removal.map_err(internal("runtime stopped, but its files could not be removed"))?;
-        let mut view = entry.view();
-        view.status = Status::Stopped;
-        view.pod_status = PodStatus::NotFound;
-        view.status_detail = None;
+        let view = entry.view().stopped();
         tracing::info!(runtime_id, session_id = %view.session_id, "runtime stopped");
         Ok(view)
     }
