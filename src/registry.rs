@@ -147,12 +147,11 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(insecure: Vec<String>) -> Result<Self, String> {
+    pub fn new(insecure: Vec<String>) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("cannot build the registry HTTP client: {e}"))?;
+            .build()?;
         Ok(RegistryClient { http, insecure })
     }
 

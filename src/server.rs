@@ -7,17 +7,21 @@ use std::time::Duration;
 use crate::api::{self, AppState};
 use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, ConfigError};
 use crate::maintenance::lease::{self, LeaseSettings};
 use crate::maintenance::{self, MaintenanceSettings};
-use crate::runtime::Backend;
+use crate::runtime::{Backend, BackendError};
 use crate::telemetry::Metrics;
 
 /// Why the service could not start or stopped abnormally; printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
-    Backend(String),
+    #[error("process backend (STATE_DIR {dir}): {source}")]
+    Process { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Kubernetes(#[from] BackendError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
@@ -45,17 +49,13 @@ pub async fn build_backend(
                 rotate_key_on_resume: config.rotate_session_key_on_resume,
             };
             let dir = settings.state_dir.display().to_string();
-            let backend = ProcessBackend::open(settings, metrics).map_err(|e| {
-                ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}"))
-            })?;
+            let backend = ProcessBackend::open(settings, metrics)
+                .map_err(|source| ServeError::Process { dir, source })?;
             Ok(Built { backend: Arc::new(backend), lease_api: None })
         }
         BackendKind::Kubernetes => {
-            let settings = KubeSettings::from_config(config)
-                .map_err(|e| ServeError::Backend(e.to_string()))?;
-            let backend = KubernetesBackend::connect(settings, metrics, identity)
-                .await
-                .map_err(ServeError::Backend)?;
+            let settings = KubeSettings::from_config(config)?;
+            let backend = KubernetesBackend::connect(settings, metrics, identity).await?;
             let lease_api = kube::Api::namespaced(backend.client(), backend.namespace());
             Ok(Built { backend: Arc::new(backend), lease_api: Some(lease_api) })
         }

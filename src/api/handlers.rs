@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::types::{ApiJson, RuntimeIdRequest, StartRequest, batch_ids, list_query};
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
-use crate::runtime::{ImageCheck, ListFilter, Readiness, Runtime};
+use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -62,7 +62,7 @@ pub async fn resume(
 fn outcome<T>(result: &Result<T, crate::runtime::BackendError>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(crate::runtime::BackendError::NotFound(_)) => "not_found",
+        Err(e) if e.kind() == ErrorKind::NotFound => "not_found",
         Err(_) => "error",
     }
 }

@@ -4,6 +4,7 @@
 //! answer with [`Runtime`] views. Nothing here knows about axum or Kubernetes.
 
 pub mod env;
+pub mod error;
 pub mod ids;
 pub mod plan;
 pub mod spec;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use error::{BackendError, BackendResult, ErrorKind};
 pub use spec::{Command, PullPolicy, RuntimeSpec, SpecError};
 pub use status::{PodStatus, Status};
 
@@ -124,25 +126,6 @@ pub enum Readiness {
     Ready,
     NotReady(String),
 }
-
-/// Failures a backend reports; the HTTP layer maps each kind to one status code.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-pub type BackendResult<T> = Result<T, BackendError>;
 
 /// Where runtimes live. Both implementations keep the contract's semantics: `start` is idempotent
 /// per session, pause keeps everything needed to resume exactly, stop removes everything.

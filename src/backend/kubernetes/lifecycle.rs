@@ -34,18 +34,14 @@ pub(super) const CACHE_CATCH_UP: Duration = Duration::from_secs(10);
 
 /// A record this service cannot read: written by something else, or by an incompatible version.
 fn malformed() -> BackendError {
-    BackendError::Internal("malformed runtime record".into())
-}
-
-fn not_found(runtime_id: &str) -> BackendError {
-    BackendError::NotFound(format!("runtime {runtime_id} not found"))
+    BackendError::internal("malformed runtime record")
 }
 
 /// What the children of a record need: its contents and the owner reference pointing at it.
 fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, OwnerReference)> {
     let info = RecordInfo::parse(record).ok_or_else(malformed)?;
     let owner = record::owner_reference(record)
-        .ok_or_else(|| BackendError::Internal("the runtime record has no uid".into()))?;
+        .ok_or_else(|| BackendError::internal("the runtime record has no uid"))?;
     Ok((info, owner))
 }
 
@@ -136,7 +132,7 @@ impl KubernetesBackend {
     fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<ConfigMap>> {
         self.find_record(runtime_id)
             .filter(|r| r.metadata.deletion_timestamp.is_none())
-            .ok_or_else(|| not_found(runtime_id))
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
@@ -152,7 +148,7 @@ impl KubernetesBackend {
         if let Some((key, env)) = create_secret {
             self.writer().create("secret", &manifests::secret(s, &id, key, env)).await?;
         } else if secret.is_none() {
-            return Err(BackendError::Internal("the runtime's secret is missing".into()));
+            return Err(BackendError::internal("the runtime's secret is missing"));
         }
         if let Some(claim) = manifests::workspace_claim(s, &id) {
             self.writer().create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
@@ -171,7 +167,7 @@ impl KubernetesBackend {
     /// The sandbox pod of the record's current generation.
     async fn create_pod(&self, info: &RecordInfo, id: Identity<'_>) -> BackendResult<()> {
         let s = &self.inner.settings;
-        let class = manifests::runtime_class(s, &info.spec).map_err(BackendError::Invalid)?;
+        let class = manifests::runtime_class(s, &info.spec)?;
         let created_at = jiff::Timestamp::now().to_string();
         let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
         self.writer().create::<Pod>("sandbox pod", &pod).await
@@ -231,7 +227,7 @@ impl KubernetesBackend {
 #[async_trait]
 impl Backend for KubernetesBackend {
     async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
-        manifests::runtime_class(&self.inner.settings, &spec).map_err(BackendError::Invalid)?;
+        manifests::runtime_class(&self.inner.settings, &spec)?;
         let session_hash = ids::session_hash(&spec.session_id);
         let _serialised = self.inner.session_locks.lock(&session_hash).await;
         let existing = self.inner.store.record_for_session(&session_hash).map(|r| self.current(r));
@@ -307,7 +303,7 @@ impl Backend for KubernetesBackend {
         self.writer().delete_pods(runtime_id).await?;
         self.await_cached(&patched).await;
         tracing::info!(runtime_id, session_id = %info.session_id, "runtime paused");
-        self.view(&patched).ok_or_else(|| not_found(runtime_id))
+        self.view(&patched).ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 
     async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
@@ -315,7 +311,7 @@ impl Backend for KubernetesBackend {
         match plan_resume(&known) {
             ResumePlan::AlreadyRunning => return Ok(view),
             ResumePlan::CredentialsLost => {
-                return Err(BackendError::Internal(format!(
+                return Err(BackendError::internal(format!(
                     "runtime {runtime_id} has lost its secret; stop it and start a new one"
                 )));
             }
@@ -371,12 +367,14 @@ impl Backend for KubernetesBackend {
         }
         self.await_cached(&patched).await;
         tracing::info!(runtime_id, session_id = %info.session_id, generation, "runtime resumed");
-        self.view(&patched).ok_or_else(|| not_found(runtime_id))
+        self.view(&patched).ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
-        let record = self.find_record(runtime_id).ok_or_else(|| not_found(runtime_id))?;
-        let last = self.view(&record).ok_or_else(|| not_found(runtime_id))?;
+        let record = self
+            .find_record(runtime_id)
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+        let last = self.view(&record).ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         let name = record.name_any();
         // The record first: from now on this session starts afresh; then everything it owned,
         // explicitly (garbage collection would get there too, but later and not when it is off).

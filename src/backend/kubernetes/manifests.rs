@@ -31,7 +31,7 @@ use super::record::{
 use super::settings::KubeSettings;
 use crate::config::RoutingMode;
 use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sandbox_environment};
-use crate::runtime::{Command, RuntimeSpec};
+use crate::runtime::{BackendError, BackendResult, Command, RuntimeSpec};
 
 const CA_MOUNT_DIR: &str = "/etc/runtime-api/ca";
 const CONTAINER_NAME: &str = "agent-server";
@@ -119,15 +119,15 @@ fn plain_environment(s: &KubeSettings, runtime_id: &str) -> Vec<EnvVar> {
 
 /// The runtime class the pod gets: a requested class must be allowed; with no allowlist,
 /// requests cannot choose and the cluster default applies.
-pub fn runtime_class(s: &KubeSettings, spec: &RuntimeSpec) -> Result<Option<String>, String> {
+pub fn runtime_class(s: &KubeSettings, spec: &RuntimeSpec) -> BackendResult<Option<String>> {
     match &spec.runtime_class {
         None => Ok(None),
         Some(_) if s.runtime_classes.is_empty() => Ok(None),
         Some(class) if s.runtime_classes.contains(class) => Ok(Some(class.clone())),
-        Some(class) => Err(format!(
+        Some(class) => Err(BackendError::invalid(format!(
             "runtime_class {class:?} is not allowed here (allowed: {})",
             s.runtime_classes.join(", ")
-        )),
+        ))),
     }
 }
 
@@ -671,11 +671,17 @@ mod tests {
     #[test]
     fn runtime_class_allowlist() {
         let open = settings(&[]);
-        assert_eq!(runtime_class(&open, &spec()), Ok(None), "no allowlist: the cluster default");
+        assert_eq!(
+            runtime_class(&open, &spec()).unwrap(),
+            None,
+            "no allowlist: the cluster default"
+        );
         let strict = settings(&["--runtime-classes", "gvisor,kata"]);
-        assert!(runtime_class(&strict, &spec()).unwrap_err().contains("not allowed"));
+        let refused = runtime_class(&strict, &spec()).unwrap_err();
+        assert_eq!(refused.kind(), crate::runtime::ErrorKind::Invalid);
+        assert!(refused.to_string().contains("not allowed"));
         let gvisor = RuntimeSpec { runtime_class: Some("gvisor".into()), ..spec() };
-        assert_eq!(runtime_class(&strict, &gvisor), Ok(Some("gvisor".into())));
+        assert_eq!(runtime_class(&strict, &gvisor).unwrap(), Some("gvisor".into()));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use self::store::Store;
 use self::writes::Writer;
 use super::locks::KeyedLocks;
 use crate::registry::RegistryClient;
+use crate::runtime::{BackendError, BackendResult};
 use crate::telemetry::Metrics;
 
 #[derive(Clone)]
@@ -51,10 +52,11 @@ impl KubernetesBackend {
         settings: KubeSettings,
         metrics: Metrics,
         identity: &str,
-    ) -> Result<Self, String> {
-        let client = Client::try_default()
-            .await
-            .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
+    ) -> BackendResult<Self> {
+        let client = Client::try_default().await.map_err(|e| {
+            let message = format!("cannot configure the Kubernetes client: {e}");
+            BackendError::unavailable(message).with_source(e)
+        })?;
         Self::with_client(client, settings, metrics, identity)
     }
 
@@ -63,8 +65,11 @@ impl KubernetesBackend {
         settings: KubeSettings,
         metrics: Metrics,
         identity: &str,
-    ) -> Result<Self, String> {
-        let registry = RegistryClient::new(settings.insecure_registries.clone())?;
+    ) -> BackendResult<Self> {
+        let registry = RegistryClient::new(settings.insecure_registries.clone()).map_err(|e| {
+            let message = format!("cannot build the registry HTTP client: {e}");
+            BackendError::internal(message).with_source(e)
+        })?;
         let store = Store::start(client.clone(), &settings.namespace, metrics.clone());
         let writer = Writer::new(client.clone(), &settings.namespace, metrics, identity);
         let session_locks = KeyedLocks::default();

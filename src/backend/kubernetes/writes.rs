@@ -16,26 +16,27 @@ use super::record::{managed_selector, runtime_selector};
 use crate::runtime::{BackendError, BackendResult};
 use crate::telemetry::Metrics;
 
-/// Maps Kubernetes API failures to the service's error kinds.
+/// Maps Kubernetes API failures to the service's error kinds, keeping the failure as the source.
 pub fn kube_error(context: &str, e: kube::Error) -> BackendError {
-    match &e {
+    let mapped = match &e {
         kube::Error::Api(status) => {
             let message = format!("{context}: {} ({})", status.message, status.reason);
             match status.code {
                 403 => {
-                    BackendError::Forbidden(format!("{message}; check the service account's Role"))
+                    BackendError::forbidden(format!("{message}; check the service account's Role"))
                 }
-                404 => BackendError::NotFound(message),
-                409 => BackendError::Conflict(message),
-                400 | 422 => BackendError::Invalid(message),
-                429 | 500..=599 => BackendError::Unavailable(message),
-                _ => BackendError::Internal(message),
+                404 => BackendError::not_found(message),
+                409 => BackendError::conflict(message),
+                400 | 422 => BackendError::invalid(message),
+                429 | 500..=599 => BackendError::unavailable(message),
+                _ => BackendError::internal(message),
             }
         }
         _ => {
-            BackendError::Unavailable(format!("{context}: the Kubernetes API is unreachable: {e}"))
+            BackendError::unavailable(format!("{context}: the Kubernetes API is unreachable: {e}"))
         }
-    }
+    };
+    mapped.with_source(e)
 }
 
 fn api_code(e: &kube::Error) -> Option<u16> {

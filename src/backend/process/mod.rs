@@ -165,11 +165,7 @@ fn derive_status(
 }
 
 fn internal(context: &str) -> impl Fn(std::io::Error) -> BackendError + '_ {
-    move |e| BackendError::Internal(format!("{context}: {e}"))
-}
-
-fn not_found(runtime_id: &str) -> BackendError {
-    BackendError::NotFound(format!("runtime {runtime_id} not found"))
+    move |e| BackendError::internal(format!("{context}: {e}")).with_source(e)
 }
 
 impl ProcessBackend {
@@ -232,7 +228,7 @@ impl ProcessBackend {
             .runtimes
             .get(runtime_id)
             .map(|e| e.op_lock.clone())
-            .ok_or_else(|| not_found(runtime_id))
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 }
 
@@ -512,7 +508,10 @@ impl Backend for ProcessBackend {
         let _serialised = op.lock().await;
         let (running, view) = {
             let mut state = self.inner.lock();
-            let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+            let entry = state
+                .runtimes
+                .get_mut(runtime_id)
+                .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
             if entry.record.paused {
                 return Ok(entry.view());
             }
@@ -537,11 +536,14 @@ impl Backend for ProcessBackend {
         let op = self.op_lock(runtime_id)?;
         let _serialised = op.lock().await;
         let mut state = self.inner.lock();
-        let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+        let entry = state
+            .runtimes
+            .get_mut(runtime_id)
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         match plan_resume(&entry.known()) {
             ResumePlan::AlreadyRunning => return Ok(entry.view()),
             ResumePlan::CredentialsLost => {
-                return Err(BackendError::Internal(format!(
+                return Err(BackendError::internal(format!(
                     "runtime {runtime_id} has no session key"
                 )));
             }
@@ -564,7 +566,10 @@ impl Backend for ProcessBackend {
         let _serialised = op.lock().await;
         let mut entry = {
             let mut state = self.inner.lock();
-            let entry = state.runtimes.remove(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+            let entry = state
+                .runtimes
+                .remove(runtime_id)
+                .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
             if state.sessions.get(&entry.record.spec.session_id).is_some_and(|id| id == runtime_id)
             {
                 state.sessions.remove(&entry.record.spec.session_id);
