@@ -540,7 +540,7 @@ mod tests {
         let args = ["runtime-api", "--api-key", "k", "--namespace", "sandboxes"]
             .iter()
             .chain(extra.iter());
-        KubeSettings::from_config(&Config::parse_from(args)).unwrap()
+        KubeSettings::from_config(&Config::parse_from(args))
     }
 
     fn spec() -> RuntimeSpec {
