@@ -3,6 +3,8 @@
 
 pub mod error;
 mod handlers;
+#[cfg(test)]
+mod tests;
 pub mod types;
 
 use std::sync::Arc;
