@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from service import start_payload, url_answers, url_refuses, wait_for
+from runtime_api_support.service import start_payload, url_answers, url_refuses, wait_for
 
 READY_TIMEOUT = 120.0
 
