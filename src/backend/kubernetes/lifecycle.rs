@@ -83,6 +83,7 @@ impl KubernetesBackend {
         }
         Ok(all)
     }
+
     /// The runtime object as clients see it, from a record and the cache.
     fn view(&self, record: &ConfigMap) -> Option<Runtime> {
         let info = RecordInfo::parse(record)?;
@@ -119,18 +120,11 @@ impl KubernetesBackend {
         })
     }
 
-    /// Every cached record.
-    fn records(&self) -> Vec<Arc<ConfigMap>> {
-        self.inner.store.records()
-    }
-
-    /// The cached record of a runtime id.
-    fn find_record(&self, runtime_id: &str) -> Option<Arc<ConfigMap>> {
-        self.inner.store.record_for_runtime(runtime_id)
-    }
-
+    /// The cached record of a runtime that is not being stopped.
     fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<ConfigMap>> {
-        self.find_record(runtime_id)
+        self.inner
+            .store
+            .record_for_runtime(runtime_id)
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
@@ -258,16 +252,18 @@ impl Backend for KubernetesBackend {
     }
 
     async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
-        Ok(self.find_record(runtime_id).and_then(|r| self.view(&r)))
+        Ok(self.inner.store.record_for_runtime(runtime_id).and_then(|r| self.view(&r)))
     }
 
     async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
-        let name = record::record_name(&ids::session_hash(session_id));
-        Ok(self.inner.store.record(&name).and_then(|r| self.view(&r)))
+        let record = self.inner.store.record_for_session(&ids::session_hash(session_id));
+        Ok(record.and_then(|r| self.view(&r)))
     }
 
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
         Ok(self
+            .inner
+            .store
             .records()
             .iter()
             .filter_map(|r| self.view(r))
@@ -372,7 +368,9 @@ impl Backend for KubernetesBackend {
 
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
         let record = self
-            .find_record(runtime_id)
+            .inner
+            .store
+            .record_for_runtime(runtime_id)
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         let last = self.view(&record).ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         let name = record.name_any();
@@ -418,6 +416,8 @@ impl Backend for KubernetesBackend {
         let s = &self.inner.settings;
         let now = jiff::Timestamp::now();
         Ok(self
+            .inner
+            .store
             .records()
             .iter()
             .filter(|r| r.metadata.deletion_timestamp.is_none())
