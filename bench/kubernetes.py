@@ -48,13 +48,11 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-sys.path.insert(0, str(HERE))
+from lean import Lean
+from runtime_api_support.service import REPO_ROOT, Service, binary_path, rss_kib, wait_for
+from stats import summary
 
-from service import REPO_ROOT, Service, binary_path, rss_kib, wait_for  # noqa: E402
-from lean import Lean  # noqa: E402
-from stats import summary  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 IMAGE = "ghcr.io/openhands/agent-server:1.58.2-python"
 COMMAND = "/usr/local/bin/openhands-agent-server --port 60000"

@@ -30,16 +30,13 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
-
-from service import (  # noqa: E402
+from runtime_api_support.service import (
     REPO_ROOT, Service, become_subreaper, binary_path, free_port, kill_tree, new_state_dir,
     rss_kib, start_payload, url_answers, url_refuses, venv_bin, wait_for,
 )
 
+HERE = Path(__file__).resolve().parent
 POLL = 0.02  # seconds between /alive polls
-
 
 
 def _repo_relative(path) -> str:

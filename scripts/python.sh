@@ -9,7 +9,8 @@
 # 2. Creates a venv keyed by a hash of tests/e2e/requirements.txt + constraints.txt (and the
 #    interpreter version) with the pinned OpenHands SDK / workspace / agent server, pytest, httpx.
 #    When constraints.txt is missing it is generated with `pip freeze` after a first install.
-# 3. Prints `export ...` lines LAST on stdout; all progress goes to stderr.
+# 3. Prints `export ...` lines LAST on stdout (the venv on PATH, tests/support on PYTHONPATH);
+#    all progress goes to stderr.
 #
 # Options (env): RUNTIME_API_CACHE (default ~/.cache/runtime-api), PY_SERIES (default 3.13),
 # DEBIAN_SRC_SUITE (default trixie), MAKE_JOBS (default nproc).
@@ -192,3 +193,5 @@ fi
 # --- 3. exports (last on stdout) ----------------------------------------------------------------
 echo "export RUNTIME_API_VENV='$VENV'"
 echo "export PATH='$VENV/bin':\"\$PATH\""
+# The support package shared by tests/e2e and bench/ (tests/support/runtime_api_support).
+echo "export PYTHONPATH='$ROOT/tests/support'\${PYTHONPATH:+:\"\$PYTHONPATH\"}"

@@ -16,6 +16,20 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go is required (for the test control plane)" >&2; exit 1; }
 
+# The Go binaries and the container images take minutes on a cold machine and do not need the
+# Rust build: start them now, beside it (their downloads overlap the compiles). `cluster.sh up`
+# waits on their locks and reports their failures; the logs stay in the cache.
+mkdir -p "$HOME/.cache/runtime-api"
+scripts/cluster.sh build >"$HOME/.cache/runtime-api/prebuild-cluster.log" 2>&1 &
+PREBUILD_CLUSTER=$!
+scripts/images.sh build pause agent-server >"$HOME/.cache/runtime-api/prebuild-images.log" 2>&1 &
+PREBUILD_IMAGES=$!
+trap 'kill $PREBUILD_CLUSTER $PREBUILD_IMAGES 2>/dev/null || true' EXIT
+
+step "Rust: formatting (rustfmt.toml) and lints, first"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
 # A CNCF distribution registry for the /image_exists tests, from Debian's packages.
 if ! command -v docker-registry >/dev/null; then
     step "Installing docker-registry (Debian package)"
@@ -27,6 +41,11 @@ fi
 step "Rust: build, unit tests, API tests over a real socket"
 cargo build --locked --all-targets
 cargo test --locked --lib --bins --test api
+
+step "Waiting for the Go binaries and the images (started in the background)"
+wait $PREBUILD_CLUSTER || echo "the background cluster build failed (see ~/.cache/runtime-api/prebuild-cluster.log); up retries it" >&2
+wait $PREBUILD_IMAGES || echo "the background image build failed (see ~/.cache/runtime-api/prebuild-images.log); up retries it" >&2
+trap - EXIT
 
 STATE_BEFORE=$(mktemp)
 step "Cluster lifecycle: up with the real node, then down leaves nothing on the machine"

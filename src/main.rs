@@ -2,25 +2,21 @@
 
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
-use runtime_api::config::Config;
+use runtime_api::config::{Config, LoadError};
 use runtime_api::{server, telemetry};
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args_os()) {
+    let config = match Config::load(std::env::args_os()) {
         Ok(config) => config,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
-        Err(e) => {
-            let rendered = e.render().to_string();
-            eprintln!("runtime-api: {}", rendered.lines().next().unwrap_or("invalid arguments"));
+        Err(LoadError::Display(help)) => help.exit(),
+        Err(LoadError::Invalid(lines)) => {
+            for line in lines {
+                eprintln!("runtime-api: {line}");
+            }
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = config.validate() {
-        eprintln!("runtime-api: {e}");
-        return ExitCode::from(2);
-    }
-    telemetry::init_tracing(config.log_format);
+    telemetry::init_tracing(config.http.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -43,13 +43,16 @@ pub fn parse_image(image: &str) -> Result<ImageRef, String> {
         }
     };
     let (registry, repository) = match name.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
             (first.to_string(), rest.to_string())
         }
         _ => ("docker.io".to_string(), name.to_string()),
     };
     let (registry, repository) = if registry == "docker.io" {
-        let repo = if repository.contains('/') { repository } else { format!("library/{repository}") };
+        let repo =
+            if repository.contains('/') { repository } else { format!("library/{repository}") };
         ("registry-1.docker.io".to_string(), repo)
     } else {
         (registry, repository)
@@ -103,15 +106,26 @@ pub type Credentials = (String, String);
 
 /// Credentials by registry host from a `.dockerconfigjson` (the pull secret format).
 pub fn docker_config_credentials(json: &[u8]) -> HashMap<String, Credentials> {
-    let Ok(config) = serde_json::from_slice::<serde_json::Value>(json) else { return HashMap::new() };
-    let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else { return HashMap::new() };
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return HashMap::new();
+    };
+    let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
+        return HashMap::new();
+    };
     auths
         .iter()
         .filter_map(|(host, entry)| {
             let host = host.trim_start_matches("https://").trim_start_matches("http://");
             let host = host.split('/').next().unwrap_or(host);
-            let host = if host == "index.docker.io" || host == "docker.io" { "registry-1.docker.io" } else { host };
-            let creds = match (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str())) {
+            let host = if host == "index.docker.io" || host == "docker.io" {
+                "registry-1.docker.io"
+            } else {
+                host
+            };
+            let creds = match (
+                entry.get("username").and_then(|v| v.as_str()),
+                entry.get("password").and_then(|v| v.as_str()),
+            ) {
                 (Some(u), Some(p)) => (u.to_string(), p.to_string()),
                 _ => {
                     let auth = entry.get("auth")?.as_str()?;
@@ -133,12 +147,11 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(insecure: Vec<String>) -> Result<Self, String> {
+    pub fn new(insecure: Vec<String>) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("cannot build the registry HTTP client: {e}"))?;
+            .build()?;
         Ok(RegistryClient { http, insecure })
     }
 
@@ -149,7 +162,10 @@ impl RegistryClient {
             Err(e) => return ImageCheck::Unknown(e),
         };
         let scheme = if self.insecure.contains(&image.registry) { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/{}/manifests/{}", image.registry, image.repository, image.reference);
+        let url = format!(
+            "{scheme}://{}/v2/{}/manifests/{}",
+            image.registry, image.repository, image.reference
+        );
         match self.head(&url, None).await {
             Err(e) => ImageCheck::Unknown(e),
             Ok((status, _)) if status.is_success() => ImageCheck::Exists,
@@ -158,16 +174,27 @@ impl RegistryClient {
                 let authorization = match challenge.as_deref().and_then(parse_challenge) {
                     Some(Challenge::Basic) => match credentials {
                         Some((u, p)) => basic(u, p),
-                        None => return ImageCheck::Unknown(format!("{} requires credentials and no pull secret has them", image.registry)),
+                        None => {
+                            return ImageCheck::Unknown(format!(
+                                "{} requires credentials and no pull secret has them",
+                                image.registry
+                            ));
+                        }
                     },
                     Some(Challenge::Bearer { realm, service, scope }) => {
-                        let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", image.repository));
+                        let scope = scope
+                            .unwrap_or_else(|| format!("repository:{}:pull", image.repository));
                         match self.token(&realm, service.as_deref(), &scope, credentials).await {
                             Ok(token) => format!("Bearer {token}"),
                             Err(e) => return ImageCheck::Unknown(e),
                         }
                     }
-                    None => return ImageCheck::Unknown(format!("{} sent an authentication challenge this service does not understand", image.registry)),
+                    None => {
+                        return ImageCheck::Unknown(format!(
+                            "{} sent an authentication challenge this service does not understand",
+                            image.registry
+                        ));
+                    }
                 };
                 match self.head(&url, Some(&authorization)).await {
                     Err(e) => ImageCheck::Unknown(e),
@@ -183,17 +210,28 @@ impl RegistryClient {
         }
     }
 
-    async fn head(&self, url: &str, authorization: Option<&str>) -> Result<(StatusCode, Option<String>), String> {
+    async fn head(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+    ) -> Result<(StatusCode, Option<String>), String> {
         let mut req = self.http.head(url).header(ACCEPT, MANIFEST_TYPES);
         if let Some(a) = authorization {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
         let resp = req.send().await.map_err(|e| format!("registry unreachable: {e}"))?;
-        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(String::from);
+        let challenge =
+            resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(String::from);
         Ok((resp.status(), challenge))
     }
 
-    async fn token(&self, realm: &str, service: Option<&str>, scope: &str, credentials: Option<&Credentials>) -> Result<String, String> {
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, String> {
         let mut query = vec![("scope", scope)];
         if let Some(s) = service {
             query.push(("service", s));
@@ -206,7 +244,8 @@ impl RegistryClient {
         if !resp.status().is_success() {
             return Err(format!("token service answered {}", resp.status()));
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| format!("token service sent no JSON: {e}"))?;
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| format!("token service sent no JSON: {e}"))?;
         body.get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
@@ -216,7 +255,10 @@ impl RegistryClient {
 }
 
 fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 #[cfg(test)]
@@ -224,18 +266,31 @@ mod tests {
     use super::*;
 
     fn r(registry: &str, repository: &str, reference: &str) -> ImageRef {
-        ImageRef { registry: registry.into(), repository: repository.into(), reference: reference.into() }
+        ImageRef {
+            registry: registry.into(),
+            repository: repository.into(),
+            reference: reference.into(),
+        }
     }
 
     #[test]
     fn parses_references_with_docker_defaults() {
-        assert_eq!(parse_image("ubuntu").unwrap(), r("registry-1.docker.io", "library/ubuntu", "latest"));
-        assert_eq!(parse_image("bitnami/redis:7").unwrap(), r("registry-1.docker.io", "bitnami/redis", "7"));
+        assert_eq!(
+            parse_image("ubuntu").unwrap(),
+            r("registry-1.docker.io", "library/ubuntu", "latest")
+        );
+        assert_eq!(
+            parse_image("bitnami/redis:7").unwrap(),
+            r("registry-1.docker.io", "bitnami/redis", "7")
+        );
         assert_eq!(
             parse_image("ghcr.io/openhands/agent-server:1.58.2-python").unwrap(),
             r("ghcr.io", "openhands/agent-server", "1.58.2-python")
         );
-        assert_eq!(parse_image("127.0.0.1:5000/oh/agent").unwrap(), r("127.0.0.1:5000", "oh/agent", "latest"));
+        assert_eq!(
+            parse_image("127.0.0.1:5000/oh/agent").unwrap(),
+            r("127.0.0.1:5000", "oh/agent", "latest")
+        );
         assert_eq!(parse_image("localhost/x:1").unwrap(), r("localhost", "x", "1"));
         assert_eq!(
             parse_image("ghcr.io/a/b@sha256:abc").unwrap(),
@@ -247,7 +302,9 @@ mod tests {
 
     #[test]
     fn parses_challenges() {
-        let c = parse_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#);
+        let c = parse_challenge(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -258,7 +315,11 @@ mod tests {
         );
         assert_eq!(parse_challenge(r#"Basic realm="Registry""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(parse_challenge(r#"Bearer service="x""#), None, "a bearer challenge needs a realm");
+        assert_eq!(
+            parse_challenge(r#"Bearer service="x""#),
+            None,
+            "a bearer challenge needs a realm"
+        );
     }
 
     #[test]

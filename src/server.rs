@@ -8,16 +8,18 @@ use crate::api::{self, AppState};
 use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
 use crate::config::{BackendKind, Config};
-use crate::runtime::Backend;
 use crate::maintenance::lease::{self, LeaseSettings};
 use crate::maintenance::{self, MaintenanceSettings};
+use crate::runtime::{Backend, BackendError};
 use crate::telemetry::Metrics;
 
 /// Why the service could not start or stopped abnormally; printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
-    Backend(String),
+    #[error("process backend (STATE_DIR {dir}): {source}")]
+    Process { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Kubernetes(#[from] BackendError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
@@ -30,24 +32,28 @@ pub struct Built {
     pub lease_api: Option<kube::Api<k8s_openapi::api::coordination::v1::Lease>>,
 }
 
-pub async fn build_backend(config: &Config, metrics: Metrics, identity: &str) -> Result<Built, ServeError> {
+pub async fn build_backend(
+    config: &Config,
+    metrics: Metrics,
+    identity: &str,
+) -> Result<Built, ServeError> {
     match config.backend {
         BackendKind::Process => {
             let settings = ProcessSettings {
-                state_dir: config.state_dir(),
-                agent_command: config.process_agent_command.clone(),
-                app_server_url: config.app_server_url.clone(),
-                app_server_public_url: config.app_server_public_url.clone(),
-                rotate_key_on_resume: config.rotate_session_key_on_resume,
+                state_dir: config.process.state_dir(),
+                agent_command: config.process.process_agent_command.clone(),
+                app_server_url: config.sandbox.app_server_url.clone(),
+                app_server_public_url: config.sandbox.app_server_public_url.clone(),
+                rotate_key_on_resume: config.sandbox.rotate_session_key_on_resume,
             };
             let dir = settings.state_dir.display().to_string();
             let backend = ProcessBackend::open(settings, metrics)
-                .map_err(|e| ServeError::Backend(format!("process backend (STATE_DIR {dir}): {e}")))?;
+                .map_err(|source| ServeError::Process { dir, source })?;
             Ok(Built { backend: Arc::new(backend), lease_api: None })
         }
         BackendKind::Kubernetes => {
-            let settings = KubeSettings::from_config(config).map_err(|e| ServeError::Backend(e.to_string()))?;
-            let backend = KubernetesBackend::connect(settings, metrics, identity).await.map_err(ServeError::Backend)?;
+            let settings = KubeSettings::from_config(config);
+            let backend = KubernetesBackend::connect(settings, metrics, identity).await?;
             let lease_api = kube::Api::namespaced(backend.client(), backend.namespace());
             Ok(Built { backend: Arc::new(backend), lease_api: Some(lease_api) })
         }
@@ -60,7 +66,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // kube and reqwest use rustls; pick its crypto provider once for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Metrics::new();
-    let identity = config.identity();
+    let identity = config.maintenance.identity();
     let Built { backend, lease_api } = build_backend(&config, metrics.clone(), &identity).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
@@ -68,10 +74,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     match lease_api {
         Some(api) => {
             let lease = LeaseSettings {
-                name: config.lease_name.clone(),
+                name: config.maintenance.lease_name.clone(),
                 identity: identity.clone(),
-                duration: Duration::from_secs(config.lease_duration_seconds),
-                retry: Duration::from_secs((config.lease_duration_seconds / 5).max(1)),
+                duration: Duration::from_secs(config.maintenance.lease_duration_seconds),
+                retry: Duration::from_secs((config.maintenance.lease_duration_seconds / 5).max(1)),
             };
             background.push(tokio::spawn(lease::run(api, lease, leader_tx, shutdown_rx.clone())));
         }
@@ -81,11 +87,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     }
     let maintenance_settings = MaintenanceSettings {
-        interval: Duration::from_secs(config.maintenance_interval_seconds),
-        idle: Duration::from_secs(config.runtime_idle_seconds),
-        dead: Duration::from_secs(config.runtime_dead_seconds),
-        failed: Duration::from_secs(config.runtime_failed_seconds),
-        failed_action: config.runtime_failed_action,
+        interval: Duration::from_secs(config.maintenance.maintenance_interval_seconds),
+        idle: Duration::from_secs(config.maintenance.runtime_idle_seconds),
+        dead: Duration::from_secs(config.maintenance.runtime_dead_seconds),
+        failed: Duration::from_secs(config.maintenance.runtime_failed_seconds),
+        failed_action: config.maintenance.runtime_failed_action,
     };
     background.push(tokio::spawn(maintenance::run(
         backend.clone(),
@@ -97,13 +103,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let state = AppState::new(
         backend.clone(),
         metrics,
-        config.api_key(),
-        &config.registry_prefix,
-        &config.default_image,
+        config.http.api_key.as_str(),
+        &config.http.registry_prefix,
+        &config.http.default_image,
     );
-    let app = api::router(state, config.max_body_bytes);
-    let addr = SocketAddr::new(config.bind_address, config.server_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let app = api::router(state, config.http.max_body_bytes);
+    let addr = SocketAddr::new(config.http.bind_address, config.http.server_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(%addr, backend = ?config.backend, "runtime API listening");
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
@@ -112,7 +120,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tracing::info!("shutdown signal received; finishing in-flight requests");
         let _ = signalled_tx.send(true);
     });
-    let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+    let grace = Duration::from_secs(config.http.shutdown_timeout_seconds);
     let server = tokio::spawn(async move { server.await });
     tokio::select! {
         result = server => result.map_err(|e| std::io::Error::other(e.to_string()))??,

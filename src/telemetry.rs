@@ -10,8 +10,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
 use crate::runtime::Status;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global tracing subscriber. `RUST_LOG` filters; the default is `info`.
 pub fn init_tracing(format: LogFormat) {
@@ -84,17 +90,37 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("runtime_api");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by method, route and status code", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status code",
+            http_requests.clone(),
+        );
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_duration.clone(),
+        );
         let runtimes = Family::<StatusLabels, Gauge>::default();
-        registry.register("runtimes", "Runtimes by status, as of the last scrape", runtimes.clone());
+        registry.register(
+            "runtimes",
+            "Runtimes by status, as of the last scrape",
+            runtimes.clone(),
+        );
         let operations = Family::<OperationLabels, Counter>::default();
-        registry.register("operations", "Runtime operations by kind and outcome", operations.clone());
+        registry.register(
+            "operations",
+            "Runtime operations by kind and outcome",
+            operations.clone(),
+        );
         let start_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("start_duration_seconds", "Time from POST /start to its response", start_duration.clone());
+        registry.register(
+            "start_duration_seconds",
+            "Time from POST /start to its response",
+            start_duration.clone(),
+        );
         let start_to_running = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
             "start_to_running_seconds",
@@ -102,13 +128,29 @@ impl Metrics {
             start_to_running.clone(),
         );
         let maintenance = Family::<OperationLabels, Counter>::default();
-        registry.register("maintenance_actions", "Maintenance actions by kind and outcome", maintenance.clone());
+        registry.register(
+            "maintenance_actions",
+            "Maintenance actions by kind and outcome",
+            maintenance.clone(),
+        );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica runs the background work", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica runs the background work",
+            leader.clone(),
+        );
         let cache_objects = Family::<KindLabels, Gauge>::default();
-        registry.register("cache_objects", "Objects in the watch-fed cache by kind", cache_objects.clone());
+        registry.register(
+            "cache_objects",
+            "Objects in the watch-fed cache by kind",
+            cache_objects.clone(),
+        );
         let kube_requests = Family::<KubeLabels, Counter>::default();
-        registry.register("kube_requests", "Kubernetes API write requests by verb, kind and outcome", kube_requests.clone());
+        registry.register(
+            "kube_requests",
+            "Kubernetes API write requests by verb, kind and outcome",
+            kube_requests.clone(),
+        );
         Metrics {
             maintenance,
             leader,
@@ -126,7 +168,10 @@ impl Metrics {
 
     pub fn operation(&self, operation: &str, outcome: &str) {
         self.operations
-            .get_or_create(&OperationLabels { operation: operation.into(), outcome: outcome.into() })
+            .get_or_create(&OperationLabels {
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
             .inc();
     }
 
@@ -138,7 +183,11 @@ impl Metrics {
 
     pub fn kube_request(&self, verb: &str, kind: &str, outcome: &str) {
         self.kube_requests
-            .get_or_create(&KubeLabels { verb: verb.into(), kind: kind.into(), outcome: outcome.into() })
+            .get_or_create(&KubeLabels {
+                verb: verb.into(),
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
             .inc();
     }
 

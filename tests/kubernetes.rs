@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Service, StateDir};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -29,14 +31,19 @@ fn repo() -> PathBuf {
 }
 
 fn kubectl(args: &[&str]) -> String {
-    let out = Command::new("kubectl").args(args).output().expect("kubectl on PATH (scripts/cluster.sh up puts it there)");
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl on PATH (scripts/cluster.sh up puts it there)");
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 async fn admin() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::try_default().await.expect("KUBECONFIG points at the test cluster (eval \"$(scripts/cluster.sh up)\")")
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test cluster (eval \"$(scripts/cluster.sh up)\")")
 }
 
 /// A namespace with the service's RBAC applied, deleted when the test ends.
@@ -58,7 +65,8 @@ impl TestNamespace {
 
     /// A kubeconfig that authenticates as the namespace's `runtime-api` ServiceAccount.
     fn service_account_kubeconfig(&self) -> PathBuf {
-        let token = kubectl(&["create", "token", "runtime-api", "-n", &self.name, "--duration", "2h"]);
+        let token =
+            kubectl(&["create", "token", "runtime-api", "-n", &self.name, "--duration", "2h"]);
         let server = std::env::var("RUNTIME_API_CLUSTER_SERVER").expect(NEEDS_CLUSTER);
         let ca = std::env::var("RUNTIME_API_CLUSTER_CA").expect(NEEDS_CLUSTER);
         let config = json!({
@@ -130,13 +138,22 @@ impl TestNamespace {
 
     async fn pods_of(&self, runtime_id: &str) -> Vec<Pod> {
         let lp = ListParams::default().labels(&format!("{RUNTIME_ID_LABEL}={runtime_id}"));
-        self.api::<Pod>().list(&lp).await.unwrap().items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+        self.api::<Pod>()
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let _ = Command::new("kubectl").args(["delete", "namespace", &self.name, "--wait=false"]).output();
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
     }
 }
 
@@ -153,7 +170,12 @@ fn selector_of(runtime_id: &str) -> String {
 async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
     let ns = TestNamespace::new("lifecycle").await;
     let state = StateDir::new();
-    let svc = ns.service(&state, &[("APP_SERVER_URL", "https://app.test"), ("WORKSPACE_STORAGE_SIZE", "5Gi")]).await;
+    let svc = ns
+        .service(
+            &state,
+            &[("APP_SERVER_URL", "https://app.test"), ("WORKSPACE_STORAGE_SIZE", "5Gi")],
+        )
+        .await;
     let (code, started) = svc
         .post("/start", json!({
             "image": "ghcr.io/openhands/agent-server:1.58.2-python",
@@ -195,7 +217,10 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
     let uid = record.metadata.uid.clone().unwrap();
     let pod = ns.api::<Pod>().get(&format!("oh-rt-{id}-1")).await.unwrap();
     assert_eq!(pod.owner_references()[0].uid, uid);
-    assert_eq!(ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap().owner_references()[0].uid, uid);
+    assert_eq!(
+        ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap().owner_references()[0].uid,
+        uid
+    );
     assert_eq!(pod.labels()[SESSION_HASH_LABEL], hash);
 
     // Secrets live in the Secret, never in the pod spec.
@@ -224,7 +249,10 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after_pause = ns.objects(&selector_of(&id)).await;
-    assert!(after_pause.contains(&format!("persistentvolumeclaim/oh-rt-{id}-workspace")), "pause removed the workspace");
+    assert!(
+        after_pause.contains(&format!("persistentvolumeclaim/oh-rt-{id}-workspace")),
+        "pause removed the workspace"
+    );
     assert!(after_pause.contains(&format!("secret/oh-rt-{id}")));
     assert_eq!(svc.get("/list").await.1["total"], 0, "paused runtimes are not listed by default");
     assert_eq!(svc.get("/list?status=paused").await.1["total"], 1);
@@ -237,7 +265,10 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
     svc.wait_running(&id).await;
     let new_pod = ns.api::<Pod>().get(&format!("oh-rt-{id}-2")).await.unwrap();
     let (a, b) = (&spec.containers[0], &new_pod.spec.as_ref().unwrap().containers[0]);
-    assert_eq!((&a.image, &a.command, &a.env, &a.env_from, &a.resources, &a.working_dir), (&b.image, &b.command, &b.env, &b.env_from, &b.resources, &b.working_dir));
+    assert_eq!(
+        (&a.image, &a.command, &a.env, &a.env_from, &a.resources, &a.working_dir),
+        (&b.image, &b.command, &b.env, &b.env_from, &b.resources, &b.working_dir)
+    );
     assert_eq!(spec.security_context, new_pod.spec.as_ref().unwrap().security_context);
     let secret_after = ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap();
     assert_eq!(secret_after.data.unwrap(), data, "resume must keep the key and environment");
@@ -262,11 +293,18 @@ async fn mixed_case_session_ids_are_distinct_and_names_are_safe() {
     let upper = svc.start_session("7HfK2pQx9LmN4rTz1VbC3w").await;
     let lower = svc.start_session("7hfk2pqx9lmn4rtz1vbc3w").await;
     assert_ne!(upper["runtime_id"], lower["runtime_id"]);
-    assert_eq!(svc.get("/sessions/7HfK2pQx9LmN4rTz1VbC3w").await.1["runtime_id"], upper["runtime_id"]);
-    assert_eq!(svc.get("/sessions/7hfk2pqx9lmn4rtz1vbc3w").await.1["runtime_id"], lower["runtime_id"]);
+    assert_eq!(
+        svc.get("/sessions/7HfK2pQx9LmN4rTz1VbC3w").await.1["runtime_id"],
+        upper["runtime_id"]
+    );
+    assert_eq!(
+        svc.get("/sessions/7hfk2pqx9lmn4rtz1vbc3w").await.1["runtime_id"],
+        lower["runtime_id"]
+    );
     let weird = svc.start_session("Ünïcode/with spaces & symbols!").await;
     assert_eq!(weird["session_id"], "Ünïcode/with spaces & symbols!");
-    let (_, batch) = svc.get("/sessions/batch?ids=7HfK2pQx9LmN4rTz1VbC3w,7hfk2pqx9lmn4rtz1vbc3w").await;
+    let (_, batch) =
+        svc.get("/sessions/batch?ids=7HfK2pQx9LmN4rTz1VbC3w,7hfk2pqx9lmn4rtz1vbc3w").await;
     assert_eq!(batch.as_array().unwrap().len(), 2);
 }
 
@@ -342,7 +380,9 @@ async fn a_start_interrupted_by_a_crash_ends_complete() {
     let hash = runtime_api::runtime::ids::session_hash("crash-session");
     let record_name = format!("oh-session-{hash}");
     // Fire /start and SIGKILL the service as soon as the record exists, before it finishes.
-    let request = first.request(reqwest::Method::POST, "/start").json(&json!({"image": "img", "session_id": "crash-session"}));
+    let request = first
+        .request(reqwest::Method::POST, "/start")
+        .json(&json!({"image": "img", "session_id": "crash-session"}));
     let pending = tokio::spawn(async move { request.send().await });
     let records = ns.api::<ConfigMap>();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -361,7 +401,11 @@ async fn a_start_interrupted_by_a_crash_ends_complete() {
     assert_eq!(runtime["session_api_key"].as_str().unwrap().len(), 64);
     let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
     for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"] {
-        assert_eq!(objects.iter().filter(|o| o.starts_with(kind)).count(), 1, "{kind} in {objects:?}");
+        assert_eq!(
+            objects.iter().filter(|o| o.starts_with(kind)).count(),
+            1,
+            "{kind} in {objects:?}"
+        );
     }
     let (code, _) = second.post("/stop", json!({"runtime_id": id})).await;
     assert_eq!(code, 200);
@@ -391,7 +435,8 @@ async fn kwok_failure_stages_surface_with_the_right_detail() {
             })
             .await;
         if stage == "crashloop" {
-            let seen = svc.wait_for(&id, "restarting", |r| r["restart_count"].as_u64() > Some(0)).await;
+            let seen =
+                svc.wait_for(&id, "restarting", |r| r["restart_count"].as_u64() > Some(0)).await;
             assert!(!seen["restart_reasons"].as_array().unwrap().is_empty(), "{seen}");
             // Errors stay listed: they hold resources until stopped.
             assert_eq!(svc.get("/list").await.1["total"].as_u64(), Some(1));
@@ -431,7 +476,11 @@ async fn read_requests(admin: &Client) -> f64 {
     text.lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
         .filter(|l| l.contains("verb=\"GET\"") || l.contains("verb=\"LIST\""))
-        .filter(|l| ["resource=\"configmaps\"", "resource=\"secrets\"", "resource=\"pods\""].iter().any(|r| l.contains(r)))
+        .filter(|l| {
+            ["resource=\"configmaps\"", "resource=\"secrets\"", "resource=\"pods\""]
+                .iter()
+                .any(|r| l.contains(r))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -444,13 +493,17 @@ async fn kubernetes_failures_map_to_clear_http_errors() {
     let other = TestNamespace::new("norbac").await;
     let kubeconfig = ns.service_account_kubeconfig();
     let state = StateDir::new();
-    let svc = Service::start(&state, &[
-        ("BACKEND", "kubernetes"),
-        ("NAMESPACE", other.name.as_str()),
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-    ])
+    let svc = Service::start(
+        &state,
+        &[
+            ("BACKEND", "kubernetes"),
+            ("NAMESPACE", other.name.as_str()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    )
     .await;
-    let (code, body) = Service::send(reqwest::Client::new().get(format!("{}/readyz", svc.base))).await;
+    let (code, body) =
+        Service::send(reqwest::Client::new().get(format!("{}/readyz", svc.base))).await;
     assert_eq!(code, 503, "{body}");
     let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "forbidden"})).await;
     assert_eq!((code, body["error"].as_str()), (403, Some("forbidden")), "{body}");
@@ -467,13 +520,20 @@ async fn kubernetes_failures_map_to_clear_http_errors() {
     });
     std::fs::write(&dead, serde_json::to_vec(&config).unwrap()).unwrap();
     let state = StateDir::new();
-    let svc = Service::start(&state, &[("BACKEND", "kubernetes"), ("NAMESPACE", "any"), ("KUBECONFIG", dead.to_str().unwrap())]).await;
-    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "unreachable"})).await;
+    let svc = Service::start(
+        &state,
+        &[("BACKEND", "kubernetes"), ("NAMESPACE", "any"), ("KUBECONFIG", dead.to_str().unwrap())],
+    )
+    .await;
+    let (code, body) =
+        svc.post("/start", json!({"image": "img", "session_id": "unreachable"})).await;
     assert_eq!((code, body["error"].as_str()), (503, Some("unavailable")), "{body}");
     let (code, _) = Service::send(reqwest::Client::new().get(format!("{}/readyz", svc.base))).await;
     assert_eq!(code, 503);
     // Bad input is still a 400, whatever the cluster does.
-    let (code, _) = svc.post("/start", json!({"image": "img", "session_id": "s", "resource_factor": 100})).await;
+    let (code, _) = svc
+        .post("/start", json!({"image": "img", "session_id": "s", "resource_factor": 100}))
+        .await;
     assert_eq!(code, 400);
 }
 
@@ -483,17 +543,22 @@ async fn runtime_classes_are_checked_against_the_allowlist() {
     let ns = TestNamespace::new("classes").await;
     let state = StateDir::new();
     let class: k8s_openapi::api::node::v1::RuntimeClass =
-        serde_json::from_value(json!({"metadata": {"name": "gvisor"}, "handler": "runsc"})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": "gvisor"}, "handler": "runsc"}))
+            .unwrap();
     match Api::all(ns.admin.clone()).create(&PostParams::default(), &class).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("creating the RuntimeClass: {e}"),
     }
     let svc = ns.service(&state, &[("RUNTIME_CLASSES", "gvisor")]).await;
-    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "c1", "runtime_class": "sysbox-runc"})).await;
+    let (code, body) = svc
+        .post("/start", json!({"image": "img", "session_id": "c1", "runtime_class": "sysbox-runc"}))
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("not allowed"));
-    let ok = svc.post("/start", json!({"image": "img", "session_id": "c2", "runtime_class": "gvisor"})).await;
+    let ok = svc
+        .post("/start", json!({"image": "img", "session_id": "c2", "runtime_class": "gvisor"}))
+        .await;
     assert_eq!(ok.0, 200, "{}", ok.1);
     let pod = ns.api::<Pod>().get(&format!("oh-rt-{}-1", id_of(&ok.1))).await.unwrap();
     assert_eq!(pod.spec.unwrap().runtime_class_name.as_deref(), Some("gvisor"));
@@ -529,7 +594,9 @@ impl Registry {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("docker-registry (Debian package docker-registry; scripts/test.sh installs it)");
+            .expect(
+                "docker-registry (Debian package docker-registry; scripts/test.sh installs it)",
+            );
         let registry = Registry { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while reqwest::get(registry.url("/v2/")).await.is_err() {
@@ -547,19 +614,26 @@ impl Registry {
         use sha2::Digest;
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
         let client = reqwest::Client::new();
-        let started = client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
+        let started =
+            client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
         assert_eq!(started.status(), 202);
         let location = started.headers()["location"].to_str().unwrap().to_string();
         let location = if location.starts_with("http") { location } else { self.url(&location) };
         let sep = if location.contains('?') { '&' } else { '?' };
-        let done = client.put(format!("{location}{sep}digest={digest}")).body(bytes.to_vec()).send().await.unwrap();
+        let done = client
+            .put(format!("{location}{sep}digest={digest}"))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
         digest
     }
 
     /// Pushes a minimal image manifest (one config blob, one layer) as `repo:tag`.
     async fn push_image(&self, repo: &str, tag: &str) {
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let layer = b"not really a tarball";
         let config_digest = self.push_blob(repo, config).await;
         let layer_digest = self.push_blob(repo, layer).await;
@@ -589,24 +663,28 @@ async fn image_exists_asks_the_registry() {
     let ns = TestNamespace::new("registry").await;
     let state = StateDir::new();
     let svc = ns.service(&state, &[("INSECURE_REGISTRIES", host.as_str())]).await;
-    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
+    let (code, body) =
+        svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
     assert_eq!((code, body["exists"].as_bool()), (200, Some(true)), "{body}");
-    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:0.0.0")).await;
+    let (code, body) =
+        svc.get(&format!("/image_exists?image={host}/openhands/agent-server:0.0.0")).await;
     assert_eq!((code, body["exists"].as_bool()), (200, Some(false)), "{body}");
     let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/nothing-here")).await;
     assert_eq!((code, body["exists"].as_bool()), (200, Some(false)), "{body}");
     // A registry that cannot be reached: the service says it cannot tell.
     drop(registry);
-    let (code, body) = svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
+    let (code, body) =
+        svc.get(&format!("/image_exists?image={host}/openhands/agent-server:1.58.2")).await;
     assert_eq!((code, body["error"].as_str()), (503, Some("unknown")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("cannot tell"), "{body}");
 }
 
 async fn lease_holder(ns: &TestNamespace) -> Option<String> {
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(ns.admin.clone(), &ns.name)
-        .get_opt("runtime-api-leader")
-        .await
-        .unwrap()?;
+    let lease =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(ns.admin.clone(), &ns.name)
+            .get_opt("runtime-api-leader")
+            .await
+            .unwrap()?;
     lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
@@ -625,7 +703,10 @@ async fn wait_lease_holder(ns: &TestNamespace, want: &str, within: Duration) {
 async fn metric(svc: &Service, name: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", svc.base)).await.unwrap().text().await.unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && (l.len() == name.len() || matches!(l.as_bytes()[name.len()], b' ' | b'{')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.len() == name.len() || matches!(l.as_bytes()[name.len()], b' ' | b'{'))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -668,11 +749,15 @@ async fn the_lease_moves_to_a_survivor_and_work_continues_there() {
 async fn sigterm_releases_the_lease_and_finishes_a_start_in_flight() {
     let ns = TestNamespace::new("sigterm").await;
     let (state_a, state_b) = (StateDir::new(), StateDir::new());
-    let mut a = ns.service(&state_a, &[("POD_NAME", "graceful-a"), ("LEASE_DURATION_SECONDS", "30")]).await;
+    let mut a =
+        ns.service(&state_a, &[("POD_NAME", "graceful-a"), ("LEASE_DURATION_SECONDS", "30")]).await;
     wait_lease_holder(&ns, "graceful-a", Duration::from_secs(10)).await;
-    let b = ns.service(&state_b, &[("POD_NAME", "graceful-b"), ("LEASE_DURATION_SECONDS", "30")]).await;
+    let b =
+        ns.service(&state_b, &[("POD_NAME", "graceful-b"), ("LEASE_DURATION_SECONDS", "30")]).await;
 
-    let request = a.request(reqwest::Method::POST, "/start").json(&json!({"image": "img", "session_id": "sigterm-session"}));
+    let request = a
+        .request(reqwest::Method::POST, "/start")
+        .json(&json!({"image": "img", "session_id": "sigterm-session"}));
     let pending = tokio::spawn(async move { request.send().await });
     tokio::time::sleep(Duration::from_millis(5)).await;
     let status = a.terminate();
@@ -682,8 +767,13 @@ async fn sigterm_releases_the_lease_and_finishes_a_start_in_flight() {
     let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
     match pending.await.unwrap() {
         Ok(resp) if resp.status() == 200 => {
-            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"] {
-                assert_eq!(objects.iter().filter(|o| o.starts_with(kind)).count(), 1, "{kind} in {objects:?}");
+            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"]
+            {
+                assert_eq!(
+                    objects.iter().filter(|o| o.starts_with(kind)).count(),
+                    1,
+                    "{kind} in {objects:?}"
+                );
             }
         }
         other => assert!(objects.is_empty(), "a refused start left {objects:?} ({other:?})"),
@@ -700,13 +790,16 @@ async fn failing_runtimes_are_paused_or_stopped_after_the_threshold() {
     for (action, expect_gone) in [("pause", false), ("stop", true)] {
         let state = StateDir::new();
         let svc = ns
-            .service(&state, &[
-                ("SANDBOX_POD_LABELS", "kwok.runtime-api/stage=crashloop"),
-                ("RUNTIME_FAILED_SECONDS", "2"),
-                ("RUNTIME_FAILED_ACTION", action),
-                ("MAINTENANCE_INTERVAL_SECONDS", "1"),
-                ("LEASE_DURATION_SECONDS", "3"),
-            ])
+            .service(
+                &state,
+                &[
+                    ("SANDBOX_POD_LABELS", "kwok.runtime-api/stage=crashloop"),
+                    ("RUNTIME_FAILED_SECONDS", "2"),
+                    ("RUNTIME_FAILED_ACTION", action),
+                    ("MAINTENANCE_INTERVAL_SECONDS", "1"),
+                    ("LEASE_DURATION_SECONDS", "3"),
+                ],
+            )
             .await;
         let id = id_of(&svc.start_session(&format!("failing-{action}")).await);
         svc.wait_for(&id, "crash looping", |r| r["pod_status"] == "crashloopbackoff").await;
@@ -716,7 +809,10 @@ async fn failing_runtimes_are_paused_or_stopped_after_the_threshold() {
         } else {
             let paused = svc.wait_for(&id, "paused", |r| r["status"] == "paused").await;
             let detail = paused["status_detail"].as_str().unwrap_or_default();
-            assert!(detail.contains("paused by maintenance") && detail.contains("CrashLoopBackOff"), "{paused}");
+            assert!(
+                detail.contains("paused by maintenance") && detail.contains("CrashLoopBackOff"),
+                "{paused}"
+            );
             // Paused, not deleted: everything but the pod is still there.
             assert!(ns.objects(&selector_of(&id)).await.contains(&format!("secret/oh-rt-{id}")));
             svc.post("/stop", json!({"runtime_id": id})).await;
@@ -733,7 +829,14 @@ async fn the_sweep_deletes_orphans_and_repairs_runtimes() {
     let ns = TestNamespace::new("sweep").await;
     let state = StateDir::new();
     let svc = ns
-        .service(&state, &[("ORPHAN_GRACE_SECONDS", "0"), ("MAINTENANCE_INTERVAL_SECONDS", "1"), ("LEASE_DURATION_SECONDS", "3")])
+        .service(
+            &state,
+            &[
+                ("ORPHAN_GRACE_SECONDS", "0"),
+                ("MAINTENANCE_INTERVAL_SECONDS", "1"),
+                ("LEASE_DURATION_SECONDS", "3"),
+            ],
+        )
         .await;
     let id = id_of(&svc.start_session("sweep-session").await);
     svc.wait_running(&id).await;
@@ -752,7 +855,8 @@ async fn the_sweep_deletes_orphans_and_repairs_runtimes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let objects = ns.objects("app.kubernetes.io/managed-by=runtime-api").await;
-        let repaired = objects.contains(&format!("service/oh-rt-{id}")) && objects.contains(&format!("networkpolicy/oh-rt-{id}"));
+        let repaired = objects.contains(&format!("service/oh-rt-{id}"))
+            && objects.contains(&format!("networkpolicy/oh-rt-{id}"));
         let swept = !objects.contains("service/oh-rt-orphan");
         if repaired && swept {
             break;
@@ -777,7 +881,11 @@ async fn metrics_and_events_follow_operations() {
     svc.post("/pause", json!({"runtime_id": id})).await;
     assert_eq!(metric(&svc, "runtime_api_operations_total").await, before + 2.0);
     assert!(metric(&svc, "runtime_api_start_duration_seconds_count").await >= 1.0);
-    assert_eq!(metric(&svc, "runtime_api_start_to_running_seconds_count").await, 1.0, "one pod became ready");
+    assert_eq!(
+        metric(&svc, "runtime_api_start_to_running_seconds_count").await,
+        1.0,
+        "one pod became ready"
+    );
     assert!(metric(&svc, "runtime_api_cache_objects{kind=\"records\"}").await >= 1.0);
     assert_eq!(metric(&svc, "runtime_api_runtimes{status=\"paused\"}").await, 1.0);
     assert!(metric(&svc, "runtime_api_kube_requests_total").await >= 6.0);
@@ -806,7 +914,11 @@ async fn key_rotation_on_resume_is_opt_in() {
         let (code, resumed) = svc.post("/resume", json!({"runtime_id": id})).await;
         assert_eq!(code, 200, "{resumed}");
         let key = resumed["session_api_key"].as_str().unwrap();
-        assert_eq!(key != started["session_api_key"].as_str().unwrap(), expect_new_key, "rotate={rotate}");
+        assert_eq!(
+            key != started["session_api_key"].as_str().unwrap(),
+            expect_new_key,
+            "rotate={rotate}"
+        );
         // The Secret the new pod reads holds the key the client was given.
         let secret = ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap();
         assert_eq!(secret.data.unwrap()["SESSION_API_KEY"].0, key.as_bytes());

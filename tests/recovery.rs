@@ -23,11 +23,18 @@ struct ApiServer {
 
 impl ApiServer {
     fn find() -> ApiServer {
-        let dir = PathBuf::from(std::env::var("RUNTIME_API_CLUSTER_DIR").expect("needs the cluster of scripts/cluster.sh up"));
+        let dir = PathBuf::from(
+            std::env::var("RUNTIME_API_CLUSTER_DIR")
+                .expect("needs the cluster of scripts/cluster.sh up"),
+        );
         let pid_file = dir.join("pids/kube-apiserver.pid");
         let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let argv = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let argv = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         ApiServer { pid_file, argv, log: dir.join("logs/kube-apiserver.log") }
     }
 
@@ -62,8 +69,6 @@ impl ApiServer {
     }
 }
 
-
-
 #[tokio::test]
 #[ignore = "restarts the test cluster's API server: run by scripts/test.sh after the other tests"]
 async fn the_service_answers_503_while_the_api_server_is_gone_and_recovers_by_itself() {
@@ -78,7 +83,11 @@ async fn the_service_answers_503_while_the_api_server_is_gone_and_recovers_by_it
     let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG of the test cluster");
     let svc = Service::start(
         &state,
-        &[("BACKEND", "kubernetes"), ("NAMESPACE", namespace.as_str()), ("KUBECONFIG", kubeconfig.as_str())],
+        &[
+            ("BACKEND", "kubernetes"),
+            ("NAMESPACE", namespace.as_str()),
+            ("KUBECONFIG", kubeconfig.as_str()),
+        ],
     )
     .await;
     svc.wait_ready().await;
@@ -95,7 +104,8 @@ async fn the_service_answers_503_while_the_api_server_is_gone_and_recovers_by_it
         assert!(Instant::now() < deadline, "/readyz still 200 with the API server gone");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "during-outage"})).await;
+    let (code, body) =
+        svc.post("/start", json!({"image": "img", "session_id": "during-outage"})).await;
     assert_eq!((code, body["error"].as_str()), (503, Some("unavailable")), "{body}");
     // Reads still answer from the cache, and the service stays alive.
     assert_eq!(svc.get("/sessions/before-outage").await.1["runtime_id"], before["runtime_id"]);

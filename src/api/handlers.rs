@@ -13,11 +13,14 @@ use super::AppState;
 use super::error::ApiError;
 use super::types::{ApiJson, RuntimeIdRequest, StartRequest, batch_ids, list_query};
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
-use crate::runtime::{ImageCheck, ListFilter, Readiness, Runtime};
+use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<StartRequest>) -> ApiResult<Json<Runtime>> {
+pub async fn start(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> ApiResult<Json<Runtime>> {
     let spec = req.into_spec(&state.default_image)?;
     let started = Instant::now();
     let result = state.backend.start(spec).await;
@@ -26,21 +29,30 @@ pub async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<StartReq
     Ok(Json(result?))
 }
 
-pub async fn stop(State(state): State<AppState>, ApiJson(req): ApiJson<RuntimeIdRequest>) -> ApiResult<Json<Runtime>> {
+pub async fn stop(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RuntimeIdRequest>,
+) -> ApiResult<Json<Runtime>> {
     let id = req.validated()?;
     let result = state.backend.stop(&id).await;
     state.metrics.operation("stop", outcome(&result));
     Ok(Json(result?))
 }
 
-pub async fn pause(State(state): State<AppState>, ApiJson(req): ApiJson<RuntimeIdRequest>) -> ApiResult<Json<Runtime>> {
+pub async fn pause(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RuntimeIdRequest>,
+) -> ApiResult<Json<Runtime>> {
     let id = req.validated()?;
     let result = state.backend.pause(&id, None).await;
     state.metrics.operation("pause", outcome(&result));
     Ok(Json(result?))
 }
 
-pub async fn resume(State(state): State<AppState>, ApiJson(req): ApiJson<RuntimeIdRequest>) -> ApiResult<Json<Runtime>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RuntimeIdRequest>,
+) -> ApiResult<Json<Runtime>> {
     let id = req.validated()?;
     let result = state.backend.resume(&id).await;
     state.metrics.operation("resume", outcome(&result));
@@ -50,26 +62,31 @@ pub async fn resume(State(state): State<AppState>, ApiJson(req): ApiJson<Runtime
 fn outcome<T>(result: &Result<T, crate::runtime::BackendError>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(crate::runtime::BackendError::NotFound(_)) => "not_found",
+        Err(e) if e.kind() == ErrorKind::NotFound => "not_found",
         Err(_) => "error",
     }
 }
 
-pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
     let query = list_query(query.as_deref())?;
     let mut runtimes = state.backend.list(&query.filter).await?;
     // Oldest first, so pagination is stable and V1's "pause the oldest" logic sees a clear order.
-    runtimes.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.runtime_id.cmp(&b.runtime_id)));
+    runtimes.sort_by(|a, b| {
+        a.created_at.cmp(&b.created_at).then_with(|| a.runtime_id.cmp(&b.runtime_id))
+    });
     let total = runtimes.len();
-    let page: Vec<Runtime> = runtimes
-        .into_iter()
-        .skip(query.offset)
-        .take(query.limit.unwrap_or(usize::MAX))
-        .collect();
+    let page: Vec<Runtime> =
+        runtimes.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
     Ok(Json(json!({ "runtimes": page, "total": total })))
 }
 
-pub async fn get_runtime(State(state): State<AppState>, Path(runtime_id): Path<String>) -> ApiResult<Json<Runtime>> {
+pub async fn get_runtime(
+    State(state): State<AppState>,
+    Path(runtime_id): Path<String>,
+) -> ApiResult<Json<Runtime>> {
     validate_runtime_id(&runtime_id)?;
     state
         .backend
@@ -79,7 +96,10 @@ pub async fn get_runtime(State(state): State<AppState>, Path(runtime_id): Path<S
         .ok_or_else(|| ApiError::not_found(format!("runtime {runtime_id} not found")))
 }
 
-pub async fn get_session(State(state): State<AppState>, Path(session_id): Path<String>) -> ApiResult<Json<Runtime>> {
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> ApiResult<Json<Runtime>> {
     validate_session_id(&session_id)?;
     state
         .backend
@@ -90,7 +110,10 @@ pub async fn get_session(State(state): State<AppState>, Path(session_id): Path<S
 }
 
 /// A bare JSON array, as V1 expects; unknown ids are simply absent.
-pub async fn sessions_batch(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Json<Vec<Runtime>>> {
+pub async fn sessions_batch(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<Runtime>>> {
     let ids = batch_ids(query.as_deref())?;
     let mut found = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -105,7 +128,10 @@ pub async fn registry_prefix(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "registry_prefix": &*state.registry_prefix }))
 }
 
-pub async fn image_exists(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+pub async fn image_exists(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let image = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "image")
         .map(|(_, v)| v.into_owned())
@@ -153,7 +179,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.set_runtime_counts(|s| all.iter().filter(|r| r.status == s).count());
     }
     for (kind, size) in state.backend.cache_sizes() {
-        state.metrics.cache_objects.get_or_create(&crate::telemetry::KindLabels { kind: kind.into() }).set(size as i64);
+        state
+            .metrics
+            .cache_objects
+            .get_or_create(&crate::telemetry::KindLabels { kind: kind.into() })
+            .set(size as i64);
     }
     (
         [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -167,5 +197,9 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
 }

@@ -3,6 +3,8 @@
 
 pub mod error;
 mod handlers;
+#[cfg(test)]
+mod tests;
 pub mod types;
 
 use std::sync::Arc;
@@ -106,7 +108,11 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     state
         .metrics
         .http_requests
-        .get_or_create(&HttpLabels { method, route: route.clone(), code: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method,
+            route: route.clone(),
+            code: response.status().as_u16(),
+        })
         .inc();
     state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed);
     response

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-
 use super::error::ApiError;
 use crate::runtime::spec::{self, Command, PullPolicy, RuntimeSpec};
 use crate::runtime::{ListFilter, Status};
@@ -53,7 +52,10 @@ impl StartRequest {
         };
         let spec = RuntimeSpec {
             session_id: self.session_id,
-            image: self.image.filter(|i| !i.is_empty()).unwrap_or_else(|| default_image.to_string()),
+            image: self
+                .image
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| default_image.to_string()),
             command: Command::from_wire(self.command),
             working_dir: self.working_dir.filter(|d| !d.is_empty()),
             environment: self.environment.unwrap_or_default(),
@@ -148,9 +150,9 @@ pub fn list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 fn parse_count(name: &str, value: &str) -> Result<usize, ApiError> {
-    value
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer, got {value:?}")))
+    value.parse().map_err(|_| {
+        ApiError::bad_request(format!("{name} must be a non-negative integer, got {value:?}"))
+    })
 }
 
 /// A JSON body whatever its Content-Type, with size, syntax and schema errors as JSON 4xx.
@@ -195,7 +197,10 @@ mod tests {
 
     #[test]
     fn batch_ids_have_a_ceiling() {
-        let q = format!("ids={}", (0..=MAX_BATCH_IDS).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        let q = format!(
+            "ids={}",
+            (0..=MAX_BATCH_IDS).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        );
         assert_eq!(batch_ids(Some(&q)).unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 
@@ -219,8 +224,10 @@ mod tests {
         let spec = req.into_spec("img:latest").unwrap();
         assert_eq!(spec.image, "img:latest");
         assert_eq!(spec.resource_factor, 1.0);
-        let req: StartRequest =
-            serde_json::from_str(r#"{"session_id":"s","image":"i","image_pull_policy":"Sometimes"}"#).unwrap();
+        let req: StartRequest = serde_json::from_str(
+            r#"{"session_id":"s","image":"i","image_pull_policy":"Sometimes"}"#,
+        )
+        .unwrap();
         assert!(req.into_spec("d").is_err());
         let req: StartRequest =
             serde_json::from_str(r#"{"session_id":"s","image":"i","resource_factor":0}"#).unwrap();

@@ -32,7 +32,12 @@ pub enum Decision {
 }
 
 /// What to do with a lease whose holder is `holder`, unchanged for `unchanged_for`.
-pub fn decide(holder: Option<&str>, me: &str, unchanged_for: Duration, duration: Duration) -> Decision {
+pub fn decide(
+    holder: Option<&str>,
+    me: &str,
+    unchanged_for: Duration,
+    duration: Duration,
+) -> Decision {
     match holder.filter(|h| !h.is_empty()) {
         None => Decision::Acquire,
         Some(h) if h == me => Decision::Renew,
@@ -43,7 +48,12 @@ pub fn decide(holder: Option<&str>, me: &str, unchanged_for: Duration, duration:
 
 /// Runs the election until `shutdown` is set; `leader` says whether this replica leads. On
 /// shutdown a leader releases the lease so another replica takes over at once.
-pub async fn run(api: Api<Lease>, s: LeaseSettings, leader: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    api: Api<Lease>,
+    s: LeaseSettings,
+    leader: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut observed: Option<(String, Instant)> = None;
     let mut last_renewal: Option<Instant> = None;
     loop {
@@ -91,7 +101,11 @@ fn now() -> MicroTime {
 }
 
 /// One round: returns whether we hold the lease afterwards.
-async fn attempt(api: &Api<Lease>, s: &LeaseSettings, observed: &mut Option<(String, Instant)>) -> kube::Result<bool> {
+async fn attempt(
+    api: &Api<Lease>,
+    s: &LeaseSettings,
+    observed: &mut Option<(String, Instant)>,
+) -> kube::Result<bool> {
     let Some(current) = api.get_opt(&s.name).await? else {
         let lease = Lease {
             metadata: ObjectMeta { name: Some(s.name.clone()), ..Default::default() },
@@ -124,7 +138,10 @@ async fn attempt(api: &Api<Lease>, s: &LeaseSettings, observed: &mut Option<(Str
             Instant::now()
         }
     };
-    let duration = spec.lease_duration_seconds.map(|d| Duration::from_secs(d.max(1) as u64)).unwrap_or(s.duration);
+    let duration = spec
+        .lease_duration_seconds
+        .map(|d| Duration::from_secs(d.max(1) as u64))
+        .unwrap_or(s.duration);
     let decision = decide(spec.holder_identity.as_deref(), &s.identity, since.elapsed(), duration);
     let mut next = current.clone();
     let next_spec = next.spec.get_or_insert_with(Default::default);
@@ -171,6 +188,10 @@ mod tests {
         assert_eq!(decide(Some(""), "a", Duration::ZERO, D), Decision::Acquire, "released");
         assert_eq!(decide(Some("a"), "a", Duration::from_secs(100), D), Decision::Renew);
         assert_eq!(decide(Some("b"), "a", Duration::from_secs(3), D), Decision::Follow("b".into()));
-        assert_eq!(decide(Some("b"), "a", Duration::from_secs(16), D), Decision::Acquire, "expired");
+        assert_eq!(
+            decide(Some("b"), "a", Duration::from_secs(16), D),
+            Decision::Acquire,
+            "expired"
+        );
     }
 }

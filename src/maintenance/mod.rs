@@ -48,10 +48,12 @@ pub fn decide(
 ) -> Option<Action> {
     let enabled = |d: Duration| !d.is_zero();
     match c.status {
-        Status::Paused => c
-            .paused_for
-            .filter(|p| enabled(s.dead) && *p > s.dead)
-            .map(|p| Action::Stop { kind: "dead_stop", reason: format!("paused for {}s (limit {}s)", p.as_secs(), s.dead.as_secs()) }),
+        Status::Paused => {
+            c.paused_for.filter(|p| enabled(s.dead) && *p > s.dead).map(|p| Action::Stop {
+                kind: "dead_stop",
+                reason: format!("paused for {}s (limit {}s)", p.as_secs(), s.dead.as_secs()),
+            })
+        }
         Status::Error => failing_for.filter(|f| enabled(s.failed) && *f > s.failed).map(|f| {
             let reason = format!(
                 "failing for {}s (limit {}s): {}",
@@ -64,15 +66,22 @@ pub fn decide(
                 FailedAction::Stop => Action::Stop { kind: "failed_stop", reason },
             }
         }),
-        Status::Running => idle_for
-            .filter(|i| enabled(s.idle) && *i > s.idle)
-            .map(|i| Action::Pause { kind: "idle_pause", reason: format!("idle for {}s (limit {}s)", i.as_secs(), s.idle.as_secs()) }),
+        Status::Running => {
+            idle_for.filter(|i| enabled(s.idle) && *i > s.idle).map(|i| Action::Pause {
+                kind: "idle_pause",
+                reason: format!("idle for {}s (limit {}s)", i.as_secs(), s.idle.as_secs()),
+            })
+        }
         Status::Starting | Status::Stopped => None,
     }
 }
 
 /// Asks an agent server how long it has been idle (`GET /server_info` -> `idle_time` seconds).
-async fn idle_time(http: reqwest::Client, agent_url: Option<String>, session_key: String) -> Option<Duration> {
+async fn idle_time(
+    http: reqwest::Client,
+    agent_url: Option<String>,
+    session_key: String,
+) -> Option<Duration> {
     let url = format!("{}/server_info", agent_url?.trim_end_matches('/'));
     let resp = http.get(url).header("X-Session-API-Key", session_key).send().await.ok()?;
     let info: serde_json::Value = resp.error_for_status().ok()?.json().await.ok()?;
@@ -127,7 +136,9 @@ pub async fn round(
         }
     };
     let now = Instant::now();
-    failing_since.retain(|id, _| candidates.iter().any(|c| &c.runtime_id == id && c.status == Status::Error));
+    failing_since.retain(|id, _| {
+        candidates.iter().any(|c| &c.runtime_id == id && c.status == Status::Error)
+    });
     for c in candidates.iter().filter(|c| c.status == Status::Error) {
         failing_since.entry(c.runtime_id.clone()).or_insert(now);
     }
@@ -156,11 +167,20 @@ pub async fn round(
             return;
         }
         let failing_for = failing_since.get(&c.runtime_id).map(|t| t.elapsed());
-        let Some(action) = decide(c, failing_for, idle.get(&c.runtime_id).copied(), settings) else { continue };
+        let Some(action) = decide(c, failing_for, idle.get(&c.runtime_id).copied(), settings)
+        else {
+            continue;
+        };
         let (kind, result) = match &action {
             Action::Pause { kind, reason } => {
                 tracing::info!(runtime_id = %c.runtime_id, session_id = %c.session_id, kind, %reason, "maintenance: pausing runtime");
-                (*kind, backend.pause(&c.runtime_id, Some(&format!("paused by maintenance: {reason}"))).await.map(|_| ()))
+                (
+                    *kind,
+                    backend
+                        .pause(&c.runtime_id, Some(&format!("paused by maintenance: {reason}")))
+                        .await
+                        .map(|_| ()),
+                )
             }
             Action::Stop { kind, reason } => {
                 tracing::info!(runtime_id = %c.runtime_id, session_id = %c.session_id, kind, %reason, "maintenance: stopping runtime");
@@ -184,7 +204,11 @@ pub async fn round(
                 metrics.maintenance("repair", "ok");
             }
             if report.orphans_deleted + report.repaired > 0 {
-                tracing::info!(orphans_deleted = report.orphans_deleted, repaired = report.repaired, "maintenance: sweep");
+                tracing::info!(
+                    orphans_deleted = report.orphans_deleted,
+                    repaired = report.repaired,
+                    "maintenance: sweep"
+                );
             }
         }
         Err(e) => {
@@ -225,7 +249,10 @@ mod tests {
         let s = settings();
         let c = candidate(Status::Running);
         assert_eq!(decide(&c, None, Some(Duration::from_secs(30)), &s), None);
-        assert!(matches!(decide(&c, None, Some(Duration::from_secs(61)), &s), Some(Action::Pause { kind: "idle_pause", .. })));
+        assert!(matches!(
+            decide(&c, None, Some(Duration::from_secs(61)), &s),
+            Some(Action::Pause { kind: "idle_pause", .. })
+        ));
         assert_eq!(decide(&c, None, None, &s), None, "no answer from the agent: no action");
         let off = MaintenanceSettings { idle: Duration::ZERO, ..s };
         assert_eq!(decide(&c, None, Some(Duration::from_secs(10_000)), &off), None);
@@ -236,7 +263,10 @@ mod tests {
         let s = settings();
         let mut c = candidate(Status::Paused);
         c.paused_for = Some(Duration::from_secs(3599));
-        assert_eq!(decide(&c, Some(Duration::from_secs(10_000)), Some(Duration::from_secs(10_000)), &s), None);
+        assert_eq!(
+            decide(&c, Some(Duration::from_secs(10_000)), Some(Duration::from_secs(10_000)), &s),
+            None
+        );
         c.paused_for = Some(Duration::from_secs(3601));
         assert!(matches!(decide(&c, None, None, &s), Some(Action::Stop { kind: "dead_stop", .. })));
         let off = MaintenanceSettings { dead: Duration::ZERO, ..s };
@@ -249,11 +279,19 @@ mod tests {
         let c = candidate(Status::Error);
         assert_eq!(decide(&c, Some(Duration::from_secs(299)), None, &s), None);
         match decide(&c, Some(Duration::from_secs(301)), None, &s) {
-            Some(Action::Pause { kind: "failed_pause", reason }) => assert!(reason.contains("CrashLoopBackOff"), "{reason}"),
+            Some(Action::Pause { kind: "failed_pause", reason }) => {
+                assert!(reason.contains("CrashLoopBackOff"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         let stop = MaintenanceSettings { failed_action: FailedAction::Stop, ..s };
-        assert!(matches!(decide(&c, Some(Duration::from_secs(301)), None, &stop), Some(Action::Stop { kind: "failed_stop", .. })));
-        assert_eq!(decide(&candidate(Status::Starting), Some(Duration::from_secs(10_000)), None, &stop), None);
+        assert!(matches!(
+            decide(&c, Some(Duration::from_secs(301)), None, &stop),
+            Some(Action::Stop { kind: "failed_stop", .. })
+        ));
+        assert_eq!(
+            decide(&candidate(Status::Starting), Some(Duration::from_secs(10_000)), None, &stop),
+            None
+        );
     }
 }

@@ -83,7 +83,8 @@ mod tests {
 
     #[test]
     fn injects_key_webhooks_cors_and_ports() {
-        let env: BTreeMap<_, _> = sandbox_environment(&BTreeMap::new(), &inj("k")).into_iter().collect();
+        let env: BTreeMap<_, _> =
+            sandbox_environment(&BTreeMap::new(), &inj("k")).into_iter().collect();
         assert_eq!(env["SESSION_API_KEY"], "k");
         assert_eq!(env["OH_SESSION_API_KEYS_0"], "k");
         assert_eq!(env["OH_WEBHOOKS_0_BASE_URL"], "https://app.example.com/api/v1/webhooks");
@@ -96,10 +97,11 @@ mod tests {
 
     #[test]
     fn caller_cannot_override_the_session_key_and_order_is_deterministic() {
-        let caller: BTreeMap<String, String> = [("SESSION_API_KEY", "evil"), ("ZED", "1"), ("ALPHA", "2")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let caller: BTreeMap<String, String> =
+            [("SESSION_API_KEY", "evil"), ("ZED", "1"), ("ALPHA", "2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let env = sandbox_environment(&caller, &inj("good"));
         let names: Vec<_> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(&names[..3], ["ALPHA", "ZED", "SESSION_API_KEY"]);

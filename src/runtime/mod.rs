@@ -4,7 +4,9 @@
 //! answer with [`Runtime`] views. Nothing here knows about axum or Kubernetes.
 
 pub mod env;
+pub mod error;
 pub mod ids;
+pub mod plan;
 pub mod spec;
 pub mod status;
 
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use error::{BackendError, BackendResult, ErrorKind};
 pub use spec::{Command, PullPolicy, RuntimeSpec, SpecError};
 pub use status::{PodStatus, Status};
 
@@ -36,6 +39,18 @@ pub struct Runtime {
     pub created_at: String,
     pub image: String,
     pub resource_factor: f64,
+}
+
+impl Runtime {
+    /// The last view of a runtime that has just been stopped, as `/stop` answers with it.
+    pub fn stopped(self) -> Runtime {
+        Runtime {
+            status: Status::Stopped,
+            pod_status: PodStatus::NotFound,
+            status_detail: None,
+            ..self
+        }
+    }
 }
 
 /// Which runtimes `/list` returns. The default holds compute (see the contract: V1 treats every
@@ -81,7 +96,11 @@ pub struct Candidate {
 
 impl Candidate {
     /// A candidate from what clients see of the runtime, plus what only maintenance needs.
-    pub fn from_view(view: Runtime, paused_for: Option<std::time::Duration>, agent_url: String) -> Candidate {
+    pub fn from_view(
+        view: Runtime,
+        paused_for: Option<std::time::Duration>,
+        agent_url: String,
+    ) -> Candidate {
         Candidate {
             runtime_id: view.runtime_id,
             session_id: view.session_id,
@@ -107,25 +126,6 @@ pub enum Readiness {
     Ready,
     NotReady(String),
 }
-
-/// Failures a backend reports; the HTTP layer maps each kind to one status code.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-pub type BackendResult<T> = Result<T, BackendError>;
 
 /// Where runtimes live. Both implementations keep the contract's semantics: `start` is idempotent
 /// per session, pause keeps everything needed to resume exactly, stop removes everything.

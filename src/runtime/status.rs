@@ -15,13 +15,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Starting,
-        Status::Running,
-        Status::Paused,
-        Status::Stopped,
-        Status::Error,
-    ];
+    pub const ALL: [Status; 5] =
+        [Status::Starting, Status::Running, Status::Paused, Status::Stopped, Status::Error];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,9 +30,7 @@ impl Status {
 
     /// Case-insensitive, as clients compare it.
     pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
+        Status::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
     /// Starting, running and failed runtimes hold (or try to hold) compute; `/list` shows them by default.

@@ -122,7 +122,8 @@ impl Service {
         let resp = builder.send().await.expect("request reaches the service");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text:?}"));
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text:?}"));
         (status, body)
     }
 
@@ -143,7 +144,12 @@ impl Service {
     }
 
     /// Polls the runtime until `pred` holds, returning the last view.
-    pub async fn wait_for(&self, runtime_id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        runtime_id: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (code, body) = self.get(&format!("/runtime/{runtime_id}")).await;
@@ -167,7 +173,10 @@ impl Service {
     }
 
     pub async fn wait_running(&self, runtime_id: &str) -> Value {
-        self.wait_for(runtime_id, "running", |b| b["status"] == "running" && b["pod_status"] == "ready").await
+        self.wait_for(runtime_id, "running", |b| {
+            b["status"] == "running" && b["pod_status"] == "ready"
+        })
+        .await
     }
 
     pub fn kill(&mut self) {

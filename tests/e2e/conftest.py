@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from service import Service, become_subreaper, kill_tree, new_state_dir  # noqa: E402
+from runtime_api_support.service import Service, become_subreaper, kill_tree, new_state_dir
 
 
 def pytest_configure(config):

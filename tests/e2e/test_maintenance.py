@@ -15,7 +15,7 @@ import pytest
 from openhands.workspace import APIRemoteWorkspace
 
 from conftest import _start_service, _stop_and_check
-from service import url_refuses, wait_for
+from runtime_api_support.service import url_refuses, wait_for
 
 # Long enough that the SDK (which polls readiness with up to 10 s pauses) gets to use the
 # sandbox before it counts as idle.

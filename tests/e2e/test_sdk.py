@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openhands.workspace import APIRemoteWorkspace
 
-from service import pids_listening_on, url_refuses, wait_for
+from runtime_api_support.service import pids_listening_on, url_refuses, wait_for
 
 IMAGE = "ghcr.io/openhands/agent-server:1.58.2-python"
 START_TIMEOUT = 180.0  # agent server cold start on 2 cores, several at once

@@ -1,90 +1,40 @@
-//! The Kubernetes objects of one runtime, built as pure functions from its spec and the settings,
-//! so that every field can be unit-tested without a cluster.
-//!
-//! Naming: the record (a ConfigMap) is named after a hash of the session id, which makes `/start`
-//! idempotent across replicas (a second create gets AlreadyExists). Everything else is named after
-//! the random runtime id, so a fresh runtime for the same session never collides with the leftovers
-//! of the previous one. All names are lower-case hex with a short prefix: always DNS-1123 and short.
+//! The child objects of one runtime (Secret, Pod, Service, Ingress, NetworkPolicy, workspace
+//! claim) and its URLs, built as pure functions from its spec and the settings, so that every
+//! field can be unit-tested without a cluster. Names and labels come from [`super::record`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
-    LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
+    LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::quantity;
+use super::record::{
+    ANNOTATION_CREATED_AT, COMPONENT_INGRESS, COMPONENT_NETWORK_POLICY, COMPONENT_SANDBOX,
+    COMPONENT_SECRET, COMPONENT_SERVICE, COMPONENT_WORKSPACE, LABEL_COMPONENT, LABEL_RUNTIME_ID,
+    claim_name, labels, object_name, pod_name,
+};
 use super::settings::KubeSettings;
 use crate::config::RoutingMode;
 use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sandbox_environment};
-use crate::runtime::{Command, RuntimeSpec};
-
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "runtime-api");
-pub const LABEL_RUNTIME_ID: &str = "runtime-api.openhands.dev/runtime-id";
-pub const LABEL_SESSION_HASH: &str = "runtime-api.openhands.dev/session-hash";
-pub const LABEL_COMPONENT: &str = "runtime-api.openhands.dev/component";
-pub const ANNOTATION_SESSION_ID: &str = "runtime-api.openhands.dev/session-id";
-pub const ANNOTATION_PAUSED: &str = "runtime-api.openhands.dev/paused";
-pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generation";
-pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
-pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
-/// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
-pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
-pub const DATA_SPEC: &str = "spec.json";
-pub const DATA_CREATED_AT: &str = "created-at";
-
-pub const COMPONENT_RECORD: &str = "record";
-pub const COMPONENT_SANDBOX: &str = "sandbox";
+use crate::runtime::{BackendError, BackendResult, Command, RuntimeSpec};
 
 const CA_MOUNT_DIR: &str = "/etc/runtime-api/ca";
 const CONTAINER_NAME: &str = "agent-server";
-
-pub fn record_name(session_hash: &str) -> String {
-    format!("oh-session-{session_hash}")
-}
-
-/// Name of the runtime's Secret, Service, Ingress and NetworkPolicy.
-pub fn object_name(runtime_id: &str) -> String {
-    format!("oh-rt-{runtime_id}")
-}
-
-/// Pods get a generation suffix so resume can create a new pod while the old one still terminates.
-pub fn pod_name(runtime_id: &str, generation: u32) -> String {
-    format!("oh-rt-{runtime_id}-{generation}")
-}
-
-pub fn claim_name(runtime_id: &str) -> String {
-    format!("oh-rt-{runtime_id}-workspace")
-}
-
-/// Label selector of everything a runtime owns.
-pub fn runtime_selector(runtime_id: &str) -> String {
-    format!("{LABEL_RUNTIME_ID}={runtime_id}")
-}
-
-pub fn labels(runtime_id: &str, session_hash: &str, component: &str) -> BTreeMap<String, String> {
-    [
-        (MANAGED_BY.0, MANAGED_BY.1),
-        (LABEL_RUNTIME_ID, runtime_id),
-        (LABEL_SESSION_HASH, session_hash),
-        (LABEL_COMPONENT, component),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 /// Identity of one runtime, shared by all its builders.
 #[derive(Debug, Clone)]
@@ -106,57 +56,6 @@ impl Identity<'_> {
     }
 }
 
-/// The owner reference every child object carries, pointing at the runtime's record.
-pub fn owner_reference(record: &ConfigMap) -> Option<OwnerReference> {
-    Some(OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: record.metadata.name.clone()?,
-        uid: record.metadata.uid.clone()?,
-        controller: Some(true),
-        block_owner_deletion: None,
-    })
-}
-
-/// The record: the spec as started (environment values live in the Secret), the raw session id,
-/// and the mutable state (paused, pod generation) in annotations.
-pub fn record(
-    namespace: &str,
-    runtime_id: &str,
-    session_hash: &str,
-    spec: &RuntimeSpec,
-    created_at: &str,
-) -> ConfigMap {
-    let stored = RuntimeSpec { environment: BTreeMap::new(), ..spec.clone() };
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(record_name(session_hash)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels(runtime_id, session_hash, COMPONENT_RECORD)),
-            annotations: Some(
-                [
-                    (ANNOTATION_SESSION_ID, spec.session_id.as_str()),
-                    (ANNOTATION_PAUSED, "false"),
-                    (ANNOTATION_GENERATION, "1"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ),
-            ..Default::default()
-        },
-        data: Some(
-            [
-                (DATA_SPEC.to_string(), serde_json::to_string(&stored).expect("a spec serialises")),
-                (DATA_CREATED_AT.to_string(), created_at.to_string()),
-            ]
-            .into_iter()
-            .collect(),
-        ),
-        ..Default::default()
-    }
-}
-
 /// The runtime's secrets: its session key and the caller's environment, imported into the pod
 /// with `envFrom`, so no secret appears in the pod spec.
 pub fn secret(
@@ -173,7 +72,7 @@ pub fn secret(
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();
     Secret {
-        metadata: id.meta(object_name(id.runtime_id), "secret", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_SECRET, &s.namespace),
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
@@ -185,7 +84,11 @@ fn vscode_base_path(s: &KubeSettings, runtime_id: &str) -> Option<String> {
     (s.routing == RoutingMode::Path).then(|| format!("/{runtime_id}/vscode"))
 }
 
-fn injected<'a>(s: &'a KubeSettings, vscode_base_path: Option<&'a str>, session_key: &'a str) -> Injected<'a> {
+fn injected<'a>(
+    s: &'a KubeSettings,
+    vscode_base_path: Option<&'a str>,
+    session_key: &'a str,
+) -> Injected<'a> {
     Injected {
         session_key,
         app_server_url: s.app_server_url.as_deref(),
@@ -198,30 +101,33 @@ fn injected<'a>(s: &'a KubeSettings, vscode_base_path: Option<&'a str>, session_
 /// Non-secret injected variables, set directly in the pod spec.
 fn plain_environment(s: &KubeSettings, runtime_id: &str) -> Vec<EnvVar> {
     let base_path = vscode_base_path(s, runtime_id);
-    let mut vars: Vec<(String, String)> = injected_environment(&injected(s, base_path.as_deref(), ""))
-        .into_iter()
-        .filter(|(k, _)| !SESSION_KEY_VARS.contains(&k.as_str()))
-        .collect();
+    let mut vars: Vec<(String, String)> =
+        injected_environment(&injected(s, base_path.as_deref(), ""))
+            .into_iter()
+            .filter(|(k, _)| !SESSION_KEY_VARS.contains(&k.as_str()))
+            .collect();
     if s.ca_cert_secret.is_some() {
         let bundle = format!("{CA_MOUNT_DIR}/ca.crt");
         for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
             vars.push((name.to_string(), bundle.clone()));
         }
     }
-    vars.into_iter().map(|(name, value)| EnvVar { name, value: Some(value), ..Default::default() }).collect()
+    vars.into_iter()
+        .map(|(name, value)| EnvVar { name, value: Some(value), ..Default::default() })
+        .collect()
 }
 
 /// The runtime class the pod gets: a requested class must be allowed; with no allowlist,
 /// requests cannot choose and the cluster default applies.
-pub fn runtime_class(s: &KubeSettings, spec: &RuntimeSpec) -> Result<Option<String>, String> {
+pub fn runtime_class(s: &KubeSettings, spec: &RuntimeSpec) -> BackendResult<Option<String>> {
     match &spec.runtime_class {
         None => Ok(None),
         Some(_) if s.runtime_classes.is_empty() => Ok(None),
         Some(class) if s.runtime_classes.contains(class) => Ok(Some(class.clone())),
-        Some(class) => Err(format!(
+        Some(class) => Err(BackendError::invalid(format!(
             "runtime_class {class:?} is not allowed here (allowed: {})",
             s.runtime_classes.join(", ")
-        )),
+        ))),
     }
 }
 
@@ -281,11 +187,13 @@ pub fn pod(
     created_at: &str,
 ) -> Pod {
     let mut meta = id.meta(pod_name(id.runtime_id, generation), COMPONENT_SANDBOX, &s.namespace);
-    meta.annotations = Some([(ANNOTATION_CREATED_AT.to_string(), created_at.to_string())].into_iter().collect());
+    meta.annotations =
+        Some([(ANNOTATION_CREATED_AT.to_string(), created_at.to_string())].into_iter().collect());
     let mut pod_labels = s.pod_labels.clone();
     pod_labels.extend(meta.labels.take().unwrap_or_default());
     meta.labels = Some(pod_labels);
-    let privileged = runtime_class.as_ref().is_some_and(|c| s.privileged_runtime_classes.contains(c));
+    let privileged =
+        runtime_class.as_ref().is_some_and(|c| s.privileged_runtime_classes.contains(c));
     let ports = [
         ("agent", s.ports.agent),
         ("vscode", s.ports.vscode),
@@ -303,7 +211,11 @@ pub fn pod(
             }),
             ..Default::default()
         });
-        mounts.push(VolumeMount { name: "workspace".into(), mount_path: workspace_mount_path(spec), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: "workspace".into(),
+            mount_path: workspace_mount_path(spec),
+            ..Default::default()
+        });
     }
     if let Some(ca) = &s.ca_cert_secret {
         volumes.push(Volume {
@@ -319,7 +231,12 @@ pub fn pod(
             }),
             ..Default::default()
         });
-        mounts.push(VolumeMount { name: "ca-bundle".into(), mount_path: CA_MOUNT_DIR.into(), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: "ca-bundle".into(),
+            mount_path: CA_MOUNT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
     let container = Container {
         name: CONTAINER_NAME.into(),
@@ -339,7 +256,10 @@ pub fn pod(
                 .collect(),
         ),
         env_from: Some(vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource { name: object_name(id.runtime_id), optional: Some(false) }),
+            secret_ref: Some(SecretEnvSource {
+                name: object_name(id.runtime_id),
+                optional: Some(false),
+            }),
             ..Default::default()
         }]),
         env: Some(plain_environment(s, id.runtime_id)),
@@ -348,7 +268,8 @@ pub fn pod(
         readiness_probe: Some(alive_probe(s.ports.agent, 5, 3)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(privileged),
-            capabilities: (!privileged).then(|| Capabilities { drop: Some(vec!["NET_RAW".into()]), add: None }),
+            capabilities: (!privileged)
+                .then(|| Capabilities { drop: Some(vec!["NET_RAW".into()]), add: None }),
             ..Default::default()
         }),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
@@ -364,14 +285,20 @@ pub fn pod(
             restart_policy: Some("Always".into()),
             termination_grace_period_seconds: Some(10),
             image_pull_secrets: (!s.image_pull_secrets.is_empty()).then(|| {
-                s.image_pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()
+                s.image_pull_secrets
+                    .iter()
+                    .map(|n| LocalObjectReference { name: n.clone() })
+                    .collect()
             }),
             node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
             security_context: Some(PodSecurityContext {
                 run_as_user: spec.run_as_user,
                 run_as_group: spec.run_as_group,
                 fs_group: spec.fs_group,
-                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
                 ..Default::default()
             }),
             volumes: (!volumes.is_empty()).then_some(volumes),
@@ -397,7 +324,7 @@ pub fn service(s: &KubeSettings, id: &Identity<'_>) -> Service {
         ("work-2", s.ports.worker_2),
     ];
     Service {
-        metadata: id.meta(object_name(id.runtime_id), "service", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_SERVICE, &s.namespace),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(sandbox_selector(id.runtime_id)),
@@ -439,7 +366,9 @@ pub fn urls(s: &KubeSettings, runtime_id: &str) -> Urls {
     Urls {
         url: at(""),
         vscode_url: at("vscode"),
-        work_hosts: [(at("work-1"), s.ports.worker_1), (at("work-2"), s.ports.worker_2)].into_iter().collect(),
+        work_hosts: [(at("work-1"), s.ports.worker_1), (at("work-2"), s.ports.worker_2)]
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -509,19 +438,23 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Ingress {
                     }
                 })
                 .collect();
-            let rule = IngressRule { host: Some(s.base_domain.clone()), http: Some(HTTPIngressRuleValue { paths }) };
+            let rule = IngressRule {
+                host: Some(s.base_domain.clone()),
+                http: Some(HTTPIngressRuleValue { paths }),
+            };
             (vec![rule], vec![s.base_domain.clone()])
         }
     };
-    let mut meta = id.meta(object_name(id.runtime_id), "ingress", &s.namespace);
+    let mut meta = id.meta(object_name(id.runtime_id), COMPONENT_INGRESS, &s.namespace);
     meta.annotations = (!annotations.is_empty()).then_some(annotations);
     Ingress {
         metadata: meta,
         spec: Some(IngressSpec {
             ingress_class_name: Some(s.ingress_class.clone()),
             rules: Some(rules),
-            tls: (s.url_scheme == "https")
-                .then(|| vec![IngressTLS { hosts: Some(hosts), secret_name: s.ingress_tls_secret.clone() }]),
+            tls: (s.url_scheme == "https").then(|| {
+                vec![IngressTLS { hosts: Some(hosts), secret_name: s.ingress_tls_secret.clone() }]
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -534,14 +467,19 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
     let ingress_controller = NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
             match_labels: Some(
-                [("kubernetes.io/metadata.name".to_string(), s.ingress_namespace.clone())].into_iter().collect(),
+                [("kubernetes.io/metadata.name".to_string(), s.ingress_namespace.clone())]
+                    .into_iter()
+                    .collect(),
             ),
             ..Default::default()
         }),
         ..Default::default()
     };
     let this_service = NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector { match_labels: Some(s.service_pod_labels.clone()), ..Default::default() }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(s.service_pod_labels.clone()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let anywhere_but_metadata = |cidr: &str, metadata: &str| NetworkPolicyPeer {
@@ -549,7 +487,7 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
         ..Default::default()
     };
     NetworkPolicy {
-        metadata: id.meta(object_name(id.runtime_id), "network-policy", &s.namespace),
+        metadata: id.meta(object_name(id.runtime_id), COMPONENT_NETWORK_POLICY, &s.namespace),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(sandbox_selector(id.runtime_id)),
@@ -575,12 +513,14 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
 pub fn workspace_claim(s: &KubeSettings, id: &Identity<'_>) -> Option<PersistentVolumeClaim> {
     let size = s.workspace_storage_size.as_ref()?;
     Some(PersistentVolumeClaim {
-        metadata: id.meta(claim_name(id.runtime_id), "workspace", &s.namespace),
+        metadata: id.meta(claim_name(id.runtime_id), COMPONENT_WORKSPACE, &s.namespace),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: s.workspace_storage_class.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some([("storage".to_string(), Quantity(size.clone()))].into_iter().collect()),
+                requests: Some(
+                    [("storage".to_string(), Quantity(size.clone()))].into_iter().collect(),
+                ),
                 limits: None,
             }),
             ..Default::default()
@@ -597,8 +537,10 @@ mod tests {
     use clap::Parser;
 
     fn settings(extra: &[&str]) -> KubeSettings {
-        let args = ["runtime-api", "--api-key", "k", "--namespace", "sandboxes"].iter().chain(extra.iter());
-        KubeSettings::from_config(&Config::parse_from(args)).unwrap()
+        let args = ["runtime-api", "--api-key", "k", "--namespace", "sandboxes"]
+            .iter()
+            .chain(extra.iter());
+        KubeSettings::from_config(&Config::parse_from(args))
     }
 
     fn spec() -> RuntimeSpec {
@@ -633,18 +575,17 @@ mod tests {
     }
 
     #[test]
-    fn names_are_dns_labels() {
-        let hash = crate::runtime::ids::session_hash("AnyCASE session/ID ü");
-        for name in [record_name(&hash), object_name(identity().runtime_id), pod_name(identity().runtime_id, 12), claim_name(identity().runtime_id)] {
-            assert!(name.len() <= 63, "{name}");
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
-        }
-    }
-
-    #[test]
     fn pod_follows_the_spec_and_the_settings() {
-        let s = settings(&["--image-pull-secrets", "regcred", "--sandbox-pod-labels", "team=a", "--sandbox-node-selector", "pool=sandboxes"]);
-        let pod = pod(&s, &identity(), &spec(), Some("sysbox-runc".into()), 3, "2026-01-01T00:00:00Z");
+        let s = settings(&[
+            "--image-pull-secrets",
+            "regcred",
+            "--sandbox-pod-labels",
+            "team=a",
+            "--sandbox-node-selector",
+            "pool=sandboxes",
+        ]);
+        let pod =
+            pod(&s, &identity(), &spec(), Some("sysbox-runc".into()), 3, "2026-01-01T00:00:00Z");
         assert_eq!(pod.metadata.name.as_deref(), Some("oh-rt-0123456789abcdef0123456789abcdef-3"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("sandboxes"));
         let labels = pod.metadata.labels.as_ref().unwrap();
@@ -658,10 +599,16 @@ mod tests {
         assert_eq!(ps.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
         assert_eq!(ps.node_selector.as_ref().unwrap()["pool"], "sandboxes");
         let sc = ps.security_context.as_ref().unwrap();
-        assert_eq!((sc.run_as_user, sc.run_as_group, sc.fs_group), (Some(10001), Some(10001), Some(10001)));
+        assert_eq!(
+            (sc.run_as_user, sc.run_as_group, sc.fs_group),
+            (Some(10001), Some(10001), Some(10001))
+        );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         let c = &ps.containers[0];
-        assert_eq!(c.command.as_ref().unwrap(), &["/bin/sh", "-c", "/usr/local/bin/openhands-agent-server --port 60000"]);
+        assert_eq!(
+            c.command.as_ref().unwrap(),
+            &["/bin/sh", "-c", "/usr/local/bin/openhands-agent-server --port 60000"]
+        );
         assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
         assert_eq!(c.working_dir.as_deref(), Some("/workspace"));
         let ports: Vec<i32> = c.ports.as_ref().unwrap().iter().map(|p| p.container_port).collect();
@@ -674,13 +621,25 @@ mod tests {
         // sysbox-runc is privileged by default: escalation allowed for Docker-in-Docker.
         assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(true));
         let startup = c.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!((startup.path.as_deref(), &startup.port), (Some("/alive"), &IntOrString::Int(60000)));
+        assert_eq!(
+            (startup.path.as_deref(), &startup.port),
+            (Some("/alive"), &IntOrString::Int(60000))
+        );
         assert!(c.readiness_probe.is_some());
         // Secrets only by reference.
-        assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "oh-rt-0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name,
+            "oh-rt-0123456789abcdef0123456789abcdef"
+        );
         let json = serde_json::to_string(&pod).unwrap();
         assert!(!json.contains("ghp-x") && !json.contains("SESSION_API_KEY"), "{json}");
-        let env: BTreeMap<_, _> = c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.clone().unwrap())).collect();
+        let env: BTreeMap<_, _> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap()))
+            .collect();
         assert_eq!(env["OH_VSCODE_PORT"], "60001");
         assert_eq!(env["WORKER_1"], "12000");
     }
@@ -688,24 +647,41 @@ mod tests {
     #[test]
     fn command_forms_and_unprivileged_default() {
         let s = settings(&[]);
-        let exec = RuntimeSpec { command: Command::Exec(vec!["/bin/agent".into(), "--port".into(), "60000".into()]), runtime_class: None, ..spec() };
+        let exec = RuntimeSpec {
+            command: Command::Exec(vec!["/bin/agent".into(), "--port".into(), "60000".into()]),
+            runtime_class: None,
+            ..spec()
+        };
         let p = pod(&s, &identity(), &exec, None, 1, "2026-01-01T00:00:00Z");
         let c = &p.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.command.as_ref().unwrap(), &["/bin/agent", "--port", "60000"]);
         assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
         assert_eq!(p.spec.as_ref().unwrap().runtime_class_name, None);
         let entrypoint = RuntimeSpec { command: Command::ImageDefault, ..spec() };
-        assert_eq!(pod(&s, &identity(), &entrypoint, None, 1, "2026-01-01T00:00:00Z").spec.unwrap().containers[0].command, None);
+        assert_eq!(
+            pod(&s, &identity(), &entrypoint, None, 1, "2026-01-01T00:00:00Z")
+                .spec
+                .unwrap()
+                .containers[0]
+                .command,
+            None
+        );
     }
 
     #[test]
     fn runtime_class_allowlist() {
         let open = settings(&[]);
-        assert_eq!(runtime_class(&open, &spec()), Ok(None), "no allowlist: the cluster default");
+        assert_eq!(
+            runtime_class(&open, &spec()).unwrap(),
+            None,
+            "no allowlist: the cluster default"
+        );
         let strict = settings(&["--runtime-classes", "gvisor,kata"]);
-        assert!(runtime_class(&strict, &spec()).unwrap_err().contains("not allowed"));
+        let refused = runtime_class(&strict, &spec()).unwrap_err();
+        assert_eq!(refused.kind(), crate::runtime::ErrorKind::Invalid);
+        assert!(refused.to_string().contains("not allowed"));
         let gvisor = RuntimeSpec { runtime_class: Some("gvisor".into()), ..spec() };
-        assert_eq!(runtime_class(&strict, &gvisor), Ok(Some("gvisor".into())));
+        assert_eq!(runtime_class(&strict, &gvisor).unwrap(), Some("gvisor".into()));
     }
 
     #[test]
@@ -719,17 +695,30 @@ mod tests {
         // The webhook URL is not secret: it is in the pod spec instead.
         let p = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
-        assert!(env.iter().any(|e| e.name == "OH_WEBHOOKS_0_BASE_URL" && e.value.as_deref() == Some("https://app.example.com/api/v1/webhooks")));
+        assert!(env.iter().any(|e| e.name == "OH_WEBHOOKS_0_BASE_URL"
+            && e.value.as_deref() == Some("https://app.example.com/api/v1/webhooks")));
     }
 
     #[test]
     fn subdomain_routing() {
-        let s = settings(&["--base-domain", "sb.example.com", "--ingress-class", "traefik", "--ingress-tls-secret", "wildcard", "--ingress-annotations", "a=b"]);
+        let s = settings(&[
+            "--base-domain",
+            "sb.example.com",
+            "--ingress-class",
+            "traefik",
+            "--ingress-tls-secret",
+            "wildcard",
+            "--ingress-annotations",
+            "a=b",
+        ]);
         let id = identity();
         let u = urls(&s, id.runtime_id);
         assert_eq!(u.url, format!("https://{}.sb.example.com", id.runtime_id));
         assert_eq!(u.vscode_url, format!("https://vscode-{}.sb.example.com", id.runtime_id));
-        assert_eq!(u.work_hosts[&format!("https://work-2-{}.sb.example.com", id.runtime_id)], 12001);
+        assert_eq!(
+            u.work_hosts[&format!("https://work-2-{}.sb.example.com", id.runtime_id)],
+            12001
+        );
         let ing = ingress(&s, &id);
         assert_eq!(ing.metadata.annotations.as_ref().unwrap()["a"], "b");
         let spec = ing.spec.unwrap();
@@ -740,7 +729,10 @@ mod tests {
             .iter()
             .map(|r| {
                 let b = &r.http.as_ref().unwrap().paths[0].backend;
-                (r.host.clone().unwrap(), b.service.as_ref().unwrap().port.as_ref().unwrap().number.unwrap())
+                (
+                    r.host.clone().unwrap(),
+                    b.service.as_ref().unwrap().port.as_ref().unwrap().number.unwrap(),
+                )
             })
             .collect();
         assert_eq!(host_ports[1], (format!("vscode-{}.sb.example.com", id.runtime_id), 60001));
@@ -757,33 +749,59 @@ mod tests {
         assert_eq!(u.url, format!("https://oh.example.com/{}", id.runtime_id));
         assert_eq!(u.vscode_url, format!("https://oh.example.com/{}/vscode", id.runtime_id));
         let ing = ingress(&s, &id);
-        let paths = &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths;
+        let paths =
+            &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths;
         assert_eq!(paths.len(), 4);
-        assert_eq!(paths[0].path.as_deref(), Some(format!("/{}/work-2(/|$)(.*)", id.runtime_id).as_str()));
+        assert_eq!(
+            paths[0].path.as_deref(),
+            Some(format!("/{}/work-2(/|$)(.*)", id.runtime_id).as_str())
+        );
         assert_eq!(paths[3].path.as_deref(), Some(format!("/{}(/|$)(.*)", id.runtime_id).as_str()));
         let p = pod(&s, &id, &spec(), None, 1, "2026-01-01T00:00:00Z");
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
-        assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH" && e.value.as_deref() == Some(format!("/{}/vscode", id.runtime_id).as_str())));
+        assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH"
+            && e.value.as_deref() == Some(format!("/{}/vscode", id.runtime_id).as_str())));
     }
 
     #[test]
     fn network_policy_admits_only_ingress_and_service_and_blocks_metadata() {
-        let s = settings(&["--ingress-namespace", "traefik", "--service-pod-labels", "app=runtime-api"]);
+        let s = settings(&[
+            "--ingress-namespace",
+            "traefik",
+            "--service-pod-labels",
+            "app=runtime-api",
+        ]);
         let np = network_policy(&s, &identity()).spec.unwrap();
         assert_eq!(np.policy_types.unwrap(), ["Ingress", "Egress"]);
         let from = np.ingress.unwrap()[0].from.clone().unwrap();
-        assert_eq!(from[0].namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"], "traefik");
-        assert_eq!(from[1].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app"], "runtime-api");
+        assert_eq!(
+            from[0].namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+            "traefik"
+        );
+        assert_eq!(
+            from[1].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app"],
+            "runtime-api"
+        );
         let to = np.egress.unwrap()[0].to.clone().unwrap();
-        assert_eq!(to[0].ip_block.as_ref().unwrap().except.as_ref().unwrap(), &["169.254.169.254/32"]);
+        assert_eq!(
+            to[0].ip_block.as_ref().unwrap().except.as_ref().unwrap(),
+            &["169.254.169.254/32"]
+        );
     }
 
     #[test]
     fn workspace_claim_and_mount_only_when_configured() {
         let none = settings(&[]);
         assert!(workspace_claim(&none, &identity()).is_none());
-        assert!(pod(&none, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z").spec.unwrap().volumes.is_none());
-        let s = settings(&["--workspace-storage-size", "10Gi", "--workspace-storage-class", "fast"]);
+        assert!(
+            pod(&none, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z")
+                .spec
+                .unwrap()
+                .volumes
+                .is_none()
+        );
+        let s =
+            settings(&["--workspace-storage-size", "10Gi", "--workspace-storage-class", "fast"]);
         let claim = workspace_claim(&s, &identity()).unwrap();
         let cs = claim.spec.unwrap();
         assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
@@ -798,10 +816,14 @@ mod tests {
         let s = settings(&["--ca-cert-secret", "corp-ca"]);
         let p = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
         let ps = p.spec.unwrap();
-        assert_eq!(ps.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("corp-ca"));
+        assert_eq!(
+            ps.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("corp-ca")
+        );
         let c = &ps.containers[0];
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CA_MOUNT_DIR);
         let env = c.env.as_ref().unwrap();
-        assert!(env.iter().any(|e| e.name == "SSL_CERT_FILE" && e.value.as_deref() == Some("/etc/runtime-api/ca/ca.crt")));
+        assert!(env.iter().any(|e| e.name == "SSL_CERT_FILE"
+            && e.value.as_deref() == Some("/etc/runtime-api/ca/ca.crt")));
     }
 }

@@ -1,11 +1,10 @@
-//! Everything the Kubernetes backend needs to know from the configuration, parsed once.
+//! Everything the Kubernetes backend needs to know from the configuration, in the shape its
+//! builders use.
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, ConfigError, RoutingMode};
+use crate::config::{Config, RoutingMode};
 use crate::runtime::env::SandboxPorts;
-
-use super::quantity::{parse_bytes, parse_millicores};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubeSettings {
@@ -45,73 +44,38 @@ pub struct KubeSettings {
 }
 
 impl KubeSettings {
-    pub fn from_config(c: &Config) -> Result<KubeSettings, ConfigError> {
-        let bad = |name: &str, e: String| ConfigError(format!("{name}: {e}"));
-        Ok(KubeSettings {
-            namespace: c.namespace.clone(),
-            base_domain: c.base_domain.clone(),
-            url_scheme: c.sandbox_url_scheme.clone(),
-            routing: c.routing_mode,
-            ingress_class: c.ingress_class.clone(),
-            ingress_tls_secret: c.ingress_tls_secret.clone().filter(|s| !s.is_empty()),
-            ingress_annotations: parse_map(&c.ingress_annotations).map_err(|e| bad("INGRESS_ANNOTATIONS", e))?,
-            ports: SandboxPorts {
-                agent: c.agent_server_port,
-                vscode: c.vscode_port,
-                worker_1: c.worker_1_port,
-                worker_2: c.worker_2_port,
-            },
-            app_server_url: c.app_server_url.clone(),
-            app_server_public_url: c.app_server_public_url.clone(),
-            cpu_request_millis: parse_millicores(&c.sandbox_cpu_request).map_err(|e| bad("SANDBOX_CPU_REQUEST", e))?,
-            memory_request_bytes: parse_bytes(&c.sandbox_memory_request).map_err(|e| bad("SANDBOX_MEMORY_REQUEST", e))?,
-            cpu_limit_millis: parse_millicores(&c.sandbox_cpu_limit).map_err(|e| bad("SANDBOX_CPU_LIMIT", e))?,
-            memory_limit_bytes: parse_bytes(&c.sandbox_memory_limit).map_err(|e| bad("SANDBOX_MEMORY_LIMIT", e))?,
-            runtime_classes: parse_list(&c.runtime_classes),
-            privileged_runtime_classes: parse_list(&c.privileged_runtime_classes),
-            image_pull_secrets: parse_list(&c.image_pull_secrets),
-            insecure_registries: parse_list(&c.insecure_registries),
-            ca_cert_secret: c.ca_cert_secret.clone().filter(|s| !s.is_empty()),
-            workspace_storage_size: c.workspace_storage_size.clone().filter(|s| !s.is_empty()),
-            workspace_storage_class: c.workspace_storage_class.clone().filter(|s| !s.is_empty()),
-            pod_labels: parse_map(&c.sandbox_pod_labels).map_err(|e| bad("SANDBOX_POD_LABELS", e))?,
-            node_selector: parse_map(&c.sandbox_node_selector).map_err(|e| bad("SANDBOX_NODE_SELECTOR", e))?,
-            ingress_namespace: c.ingress_namespace.clone(),
-            service_pod_labels: parse_map(&c.service_pod_labels).map_err(|e| bad("SERVICE_POD_LABELS", e))?,
-            rotate_key_on_resume: c.rotate_session_key_on_resume,
-            orphan_grace: std::time::Duration::from_secs(c.orphan_grace_seconds),
-        })
-    }
-}
-
-/// `a,b , c` -> `["a", "b", "c"]`.
-pub fn parse_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
-
-/// `k=v,k2=v2` -> a map; an entry without `=` is an error.
-pub fn parse_map(s: &str) -> Result<BTreeMap<String, String>, String> {
-    parse_list(s)
-        .into_iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(format!("expected key=value, got {kv:?}")),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_and_maps() {
-        assert_eq!(parse_list(" a, ,b "), ["a", "b"]);
-        let m = parse_map("x=1, y = two,z=").unwrap();
-        assert_eq!(m["x"], "1");
-        assert_eq!(m["y"], "two");
-        assert_eq!(m["z"], "");
-        assert!(parse_map("novalue").is_err());
-        assert!(parse_map("").unwrap().is_empty());
+    /// The Kubernetes group plus what sandboxes share with the process backend; everything is
+    /// already parsed and validated by [`Config::load`].
+    pub fn from_config(c: &Config) -> KubeSettings {
+        let k = &c.kubernetes;
+        KubeSettings {
+            namespace: k.namespace.clone(),
+            base_domain: k.base_domain.clone(),
+            url_scheme: k.sandbox_url_scheme.clone(),
+            routing: k.routing_mode,
+            ingress_class: k.ingress_class.clone(),
+            ingress_tls_secret: k.ingress_tls_secret.clone(),
+            ingress_annotations: k.ingress_annotations.0.clone(),
+            ports: c.sandbox.ports(),
+            app_server_url: c.sandbox.app_server_url.clone(),
+            app_server_public_url: c.sandbox.app_server_public_url.clone(),
+            cpu_request_millis: k.sandbox_cpu_request,
+            memory_request_bytes: k.sandbox_memory_request,
+            cpu_limit_millis: k.sandbox_cpu_limit,
+            memory_limit_bytes: k.sandbox_memory_limit,
+            runtime_classes: k.runtime_classes.0.clone(),
+            privileged_runtime_classes: k.privileged_runtime_classes.0.clone(),
+            image_pull_secrets: k.image_pull_secrets.0.clone(),
+            insecure_registries: k.insecure_registries.0.clone(),
+            ca_cert_secret: k.ca_cert_secret.clone(),
+            workspace_storage_size: k.workspace_storage_size.clone(),
+            workspace_storage_class: k.workspace_storage_class.clone(),
+            pod_labels: k.sandbox_pod_labels.0.clone(),
+            node_selector: k.sandbox_node_selector.0.clone(),
+            ingress_namespace: k.ingress_namespace.clone(),
+            service_pod_labels: k.service_pod_labels.0.clone(),
+            rotate_key_on_resume: c.sandbox.rotate_session_key_on_resume,
+            orphan_grace: std::time::Duration::from_secs(k.orphan_grace_seconds),
+        }
     }
 }

@@ -34,15 +34,22 @@ pub fn observe(paused: bool, pod: Option<&Pod>) -> Observed {
         return Observed::new(Status::Paused, PodStatus::NotFound, None);
     }
     let Some(pod) = pod else {
-        return Observed::new(Status::Starting, PodStatus::NotFound, Some("the sandbox pod is being created".into()));
+        return Observed::new(
+            Status::Starting,
+            PodStatus::NotFound,
+            Some("the sandbox pod is being created".into()),
+        );
     };
     let status = pod.status.as_ref();
-    let containers: &[ContainerStatus] = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    let containers: &[ContainerStatus] =
+        status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
     let restart_count = containers.iter().map(|c| c.restart_count.max(0) as u32).sum();
     let restart_reasons = containers
         .iter()
         .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref())
-        .map(|t| format!("{} (exit code {})", t.reason.as_deref().unwrap_or("Terminated"), t.exit_code))
+        .map(|t| {
+            format!("{} (exit code {})", t.reason.as_deref().unwrap_or("Terminated"), t.exit_code)
+        })
         .collect();
     let mut observed = classify(pod, containers);
     observed.restart_count = restart_count;
@@ -52,7 +59,11 @@ pub fn observe(paused: bool, pod: Option<&Pod>) -> Observed {
 
 fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
     if pod.metadata.deletion_timestamp.is_some() {
-        return Observed::new(Status::Starting, PodStatus::Pending, Some("the sandbox pod is terminating".into()));
+        return Observed::new(
+            Status::Starting,
+            PodStatus::Pending,
+            Some("the sandbox pod is terminating".into()),
+        );
     }
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
@@ -75,7 +86,8 @@ fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
         return Observed::new(Status::Error, PodStatus::CrashLoopBackOff, Some(detail));
     }
     if let Some((_, reason, message)) = waiting.filter(|(_, r, _)| FATAL_WAITING.contains(r)) {
-        let detail = if message.is_empty() { reason.to_string() } else { format!("{reason}: {message}") };
+        let detail =
+            if message.is_empty() { reason.to_string() } else { format!("{reason}: {message}") };
         return Observed::new(Status::Error, PodStatus::Failed, Some(detail));
     }
     let condition = |kind: &str| {
@@ -85,11 +97,16 @@ fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
     };
     match phase {
         "Pending" => match condition("PodScheduled") {
-            Some(c) if c.status == "False" && c.reason.as_deref() == Some("Unschedulable") => Observed::new(
-                Status::Error,
-                PodStatus::Pending,
-                Some(format!("Unschedulable: {}", c.message.as_deref().unwrap_or("no node fits the sandbox"))),
-            ),
+            Some(c) if c.status == "False" && c.reason.as_deref() == Some("Unschedulable") => {
+                Observed::new(
+                    Status::Error,
+                    PodStatus::Pending,
+                    Some(format!(
+                        "Unschedulable: {}",
+                        c.message.as_deref().unwrap_or("no node fits the sandbox")
+                    )),
+                )
+            }
             _ => {
                 let detail = waiting
                     .map(|(_, reason, _)| reason)
@@ -106,10 +123,13 @@ fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
                 Some("the agent server is not ready yet".into()),
             ),
         },
-        "Succeeded" => Observed::new(Status::Error, PodStatus::Failed, Some("the agent server exited".into())),
+        "Succeeded" => {
+            Observed::new(Status::Error, PodStatus::Failed, Some("the agent server exited".into()))
+        }
         "Failed" => {
             let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or("Failed");
-            let message = status.and_then(|s| s.message.as_deref()).unwrap_or("the sandbox pod failed");
+            let message =
+                status.and_then(|s| s.message.as_deref()).unwrap_or("the sandbox pod failed");
             Observed::new(Status::Error, PodStatus::Failed, Some(format!("{reason}: {message}")))
         }
         _ => Observed::new(Status::Error, PodStatus::Unknown, Some(format!("pod phase {phase}"))),
@@ -134,29 +154,39 @@ mod tests {
 
     #[test]
     fn ready_pod_is_running() {
-        let p = pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]}));
+        let p = pod(
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
+        );
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status, o.detail), (Status::Running, PodStatus::Ready, None));
     }
 
     #[test]
     fn running_but_not_ready_is_starting() {
-        let p = pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}));
+        let p =
+            pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}));
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Running));
     }
 
     #[test]
     fn crash_loop_reports_exit_code_and_restarts() {
-        let p = pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+        let p = pod(
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": false, "restartCount": 4,
               "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
-              "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
+              "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::CrashLoopBackOff));
         let detail = o.detail.unwrap();
-        assert!(detail.contains("code 137") && detail.contains("OOMKilled") && detail.contains("4 times"), "{detail}");
+        assert!(
+            detail.contains("code 137")
+                && detail.contains("OOMKilled")
+                && detail.contains("4 times"),
+            "{detail}"
+        );
         assert_eq!(o.restart_count, 4);
         assert_eq!(o.restart_reasons, ["OOMKilled (exit code 137)"]);
     }
@@ -164,8 +194,10 @@ mod tests {
     #[test]
     fn image_pull_failures_and_config_errors_are_errors() {
         for reason in ["ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"] {
-            let p = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
-                "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason, "message": "details here"}}}]}));
+            let p = pod(
+                json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason, "message": "details here"}}}]}),
+            );
             let o = observe(false, Some(&p));
             assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Failed), "{reason}");
             assert_eq!(o.detail.unwrap(), format!("{reason}: details here"));
@@ -174,17 +206,24 @@ mod tests {
 
     #[test]
     fn unschedulable_carries_the_scheduler_message() {
-        let p = pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
-            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}));
+        let p = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}),
+        );
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Pending));
-        assert_eq!(o.detail.unwrap(), "Unschedulable: 0/3 nodes are available: 3 Insufficient memory.");
+        assert_eq!(
+            o.detail.unwrap(),
+            "Unschedulable: 0/3 nodes are available: 3 Insufficient memory."
+        );
     }
 
     #[test]
     fn pending_pulling_is_starting() {
-        let p = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        let p = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Pending));
         assert_eq!(o.detail.as_deref(), Some("waiting: ContainerCreating"));
@@ -192,7 +231,8 @@ mod tests {
 
     #[test]
     fn failed_pod_is_an_error() {
-        let p = pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node ran out of disk"}));
+        let p =
+            pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node ran out of disk"}));
         let o = observe(false, Some(&p));
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Failed));
         assert_eq!(o.detail.unwrap(), "Evicted: node ran out of disk");

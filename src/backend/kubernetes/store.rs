@@ -1,13 +1,15 @@
 //! The watch-fed cache every read is served from: records, secrets and sandbox pods of this
 //! service in its namespace, kept current by kube-rs reflectors. The API server sees watches and
-//! writes, never a request per read.
+//! writes, never a request per read. Every lookup is by key: records by session hash (their name)
+//! or by runtime id (an index kept by the records' watch), secrets and pods by name.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::Api;
@@ -16,10 +18,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::manifests::{ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, LABEL_COMPONENT, MANAGED_BY};
-use crate::telemetry::Metrics;
-use std::collections::HashSet;
+use super::record::{
+    ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, COMPONENT_SECRET, managed_selector,
+    record_name, runtime_id_of,
+};
 use crate::runtime::Readiness;
+use crate::telemetry::Metrics;
 
 /// Health of one watch: synced once the initial list is in, healthy while the last event was not an error.
 #[derive(Default)]
@@ -28,11 +32,58 @@ struct WatchHealth {
     failing: AtomicBool,
 }
 
+/// Runtime id -> record name, kept by the records' watch. A re-list (after a watch restart) builds
+/// a fresh map and swaps it in when the list is complete, as the reflector does with its store.
+#[derive(Debug, Default)]
+pub struct RecordIndex {
+    by_runtime: HashMap<String, String>,
+    relisting: Option<HashMap<String, String>>,
+}
+
+impl RecordIndex {
+    pub fn apply(&mut self, event: &watcher::Event<ConfigMap>) {
+        let entry = |record: &ConfigMap| {
+            let id = runtime_id_of(&record.metadata)?;
+            Some((id.to_string(), record.metadata.name.clone()?))
+        };
+        match event {
+            watcher::Event::Apply(record) => {
+                if let Some((id, name)) = entry(record) {
+                    self.by_runtime.insert(id, name);
+                }
+            }
+            watcher::Event::Delete(record) => {
+                if let Some((id, name)) = entry(record) {
+                    if self.by_runtime.get(&id) == Some(&name) {
+                        self.by_runtime.remove(&id);
+                    }
+                }
+            }
+            watcher::Event::Init => self.relisting = Some(HashMap::new()),
+            watcher::Event::InitApply(record) => {
+                if let (Some(fresh), Some((id, name))) = (self.relisting.as_mut(), entry(record)) {
+                    fresh.insert(id, name);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(fresh) = self.relisting.take() {
+                    self.by_runtime = fresh;
+                }
+            }
+        }
+    }
+
+    pub fn record_name(&self, runtime_id: &str) -> Option<&str> {
+        self.by_runtime.get(runtime_id).map(String::as_str)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pub records: Reader<ConfigMap>,
-    pub secrets: Reader<Secret>,
-    pub pods: Reader<Pod>,
+    records: Reader<ConfigMap>,
+    secrets: Reader<Secret>,
+    pods: Reader<Pod>,
+    index: Arc<RwLock<RecordIndex>>,
     namespace: String,
     health: Arc<[(&'static str, WatchHealth); 3]>,
 }
@@ -45,17 +96,19 @@ impl Store {
             ("secrets", WatchHealth::default()),
             ("pods", WatchHealth::default()),
         ]);
-        let selector = |component: &str| format!("{}={},{LABEL_COMPONENT}={component}", MANAGED_BY.0, MANAGED_BY.1);
+        let selector = |component: &str| managed_selector(Some(component));
+        let index: Arc<RwLock<RecordIndex>> = Arc::default();
+        let indexer = index.clone();
         let records = spawn_reflector::<ConfigMap>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_RECORD),
             health.clone(),
             0,
-            |_| {},
+            move |event| indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event),
         );
         let secrets = spawn_reflector::<Secret>(
             Api::namespaced(client.clone(), namespace),
-            selector("secret"),
+            selector(COMPONENT_SECRET),
             health.clone(),
             1,
             |_| {},
@@ -67,11 +120,41 @@ impl Store {
             2,
             observe_readiness(metrics),
         );
-        Store { records, secrets, pods, namespace: namespace.to_string(), health }
+        Store { records, secrets, pods, index, namespace: namespace.to_string(), health }
     }
 
+    /// A record by its name.
     pub fn record(&self, name: &str) -> Option<Arc<ConfigMap>> {
         self.records.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// The record of a session (records are named after the session hash).
+    pub fn record_for_session(&self, session_hash: &str) -> Option<Arc<ConfigMap>> {
+        self.record(&record_name(session_hash))
+    }
+
+    /// The record of a runtime id, through the index.
+    pub fn record_for_runtime(&self, runtime_id: &str) -> Option<Arc<ConfigMap>> {
+        let name = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_name(runtime_id)?
+            .to_string();
+        self.record(&name).filter(|r| runtime_id_of(&r.metadata) == Some(runtime_id))
+    }
+
+    /// Every cached record, secret and pod (for maintenance).
+    pub fn records(&self) -> Vec<Arc<ConfigMap>> {
+        self.records.state()
+    }
+
+    pub fn secrets(&self) -> Vec<Arc<Secret>> {
+        self.secrets.state()
+    }
+
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.state()
     }
 
     pub fn secret(&self, name: &str) -> Option<Arc<Secret>> {
@@ -86,10 +169,14 @@ impl Store {
     pub fn readiness(&self) -> Readiness {
         for (name, h) in self.health.iter() {
             if !h.synced.load(Ordering::Relaxed) {
-                return Readiness::NotReady(format!("the {name} cache has not synced with the Kubernetes API yet"));
+                return Readiness::NotReady(format!(
+                    "the {name} cache has not synced with the Kubernetes API yet"
+                ));
             }
             if h.failing.load(Ordering::Relaxed) {
-                return Readiness::NotReady(format!("the {name} watch is failing: the Kubernetes API is unreachable"));
+                return Readiness::NotReady(format!(
+                    "the {name} watch is failing: the Kubernetes API is unreachable"
+                ));
             }
         }
         Readiness::Ready
@@ -97,7 +184,11 @@ impl Store {
 
     /// Objects per cached kind, for the cache-size metric.
     pub fn sizes(&self) -> [(&'static str, usize); 3] {
-        [("records", self.records.len()), ("secrets", self.secrets.len()), ("pods", self.pods.len())]
+        [
+            ("records", self.records.len()),
+            ("secrets", self.secrets.len()),
+            ("pods", self.pods.len()),
+        ]
     }
 }
 
@@ -106,10 +197,16 @@ fn spawn_reflector<K>(
     selector: String,
     health: Arc<[(&'static str, WatchHealth); 3]>,
     slot: usize,
-    mut inspect: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    mut before_cache: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> Reader<K>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store::<K>();
@@ -127,11 +224,12 @@ where
             .default_backoff()
             // managedFields are large and never read: dropping them keeps the cache small.
             .modify(|obj| obj.managed_fields_mut().clear())
+            // Before the cache: an index never lags the store it points into.
+            .inspect_ok(move |event| before_cache(event))
             .reflect(writer)
             .for_each(|event| {
                 match event {
-                    Ok(event) => {
-                        inspect(&event);
+                    Ok(_) => {
                         if health[slot].1.failing.swap(false, Ordering::Relaxed) {
                             tracing::info!(watch = name, "watch recovered");
                         }
@@ -213,5 +311,53 @@ pub fn caught_up<K: Resource>(cached: Option<&Arc<K>>, written: &K) -> bool {
     match (cached.and_then(|c| version_of(c.as_ref())), version_of(written)) {
         (Some(c), Some(w)) => c >= w,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::kubernetes::record::LABEL_RUNTIME_ID;
+
+    fn record(name: &str, runtime_id: &str) -> ConfigMap {
+        let mut record = ConfigMap::default();
+        record.metadata.name = Some(name.into());
+        record.metadata.labels =
+            Some([(LABEL_RUNTIME_ID.to_string(), runtime_id.to_string())].into());
+        record
+    }
+
+    #[test]
+    fn the_index_follows_applies_and_deletes() {
+        let mut index = RecordIndex::default();
+        index.apply(&watcher::Event::Apply(record("oh-session-a", "r1")));
+        assert_eq!(index.record_name("r1"), Some("oh-session-a"));
+        // The session starts afresh after a stop: same record name, new runtime id.
+        index.apply(&watcher::Event::Delete(record("oh-session-a", "r1")));
+        index.apply(&watcher::Event::Apply(record("oh-session-a", "r2")));
+        assert_eq!(
+            (index.record_name("r1"), index.record_name("r2")),
+            (None, Some("oh-session-a"))
+        );
+        // A delete naming another record leaves the entry alone.
+        index.apply(&watcher::Event::Delete(record("oh-session-b", "r2")));
+        assert_eq!(index.record_name("r2"), Some("oh-session-a"));
+        // A record without a runtime id label is not indexed.
+        index.apply(&watcher::Event::Apply(ConfigMap::default()));
+        assert_eq!(index.by_runtime.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_once_complete() {
+        let mut index = RecordIndex::default();
+        index.apply(&watcher::Event::Apply(record("oh-session-a", "gone-while-disconnected")));
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(record("oh-session-b", "r2")));
+        // Until the list is complete, lookups answer from the previous index.
+        assert_eq!(index.record_name("gone-while-disconnected"), Some("oh-session-a"));
+        assert_eq!(index.record_name("r2"), None);
+        index.apply(&watcher::Event::InitDone);
+        assert_eq!(index.record_name("gone-while-disconnected"), None);
+        assert_eq!(index.record_name("r2"), Some("oh-session-b"));
     }
 }

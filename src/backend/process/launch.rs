@@ -7,23 +7,31 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
 use super::record::RuntimeDir;
 use crate::runtime::env::SandboxPorts;
 
 /// Variables of the service's own environment a sandbox process inherits. Everything else,
 /// notably the service's `API_KEY`, stays out of the sandbox.
 const INHERITED_VARS: [&str; 10] = [
-    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "VIRTUAL_ENV",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "VIRTUAL_ENV",
 ];
 
 /// The shell command for one runtime: the operator's template with its placeholders filled in.
-pub fn render_command(template: &str, ports: SandboxPorts, runtime_id: &str, workdir: &Path) -> String {
+pub fn render_command(
+    template: &str,
+    ports: SandboxPorts,
+    runtime_id: &str,
+    workdir: &Path,
+) -> String {
     template
         .replace("{port}", &ports.agent.to_string())
         .replace("{vscode_port}", &ports.vscode.to_string())
@@ -96,7 +104,12 @@ pub fn free_ports(taken: &[u16]) -> std::io::Result<SandboxPorts> {
         if !taken.contains(&port) && !ports.contains(&port) {
             ports.push(port);
             if ports.len() == 4 {
-                return Ok(SandboxPorts { agent: ports[0], vscode: ports[1], worker_1: ports[2], worker_2: ports[3] });
+                return Ok(SandboxPorts {
+                    agent: ports[0],
+                    vscode: ports[1],
+                    worker_1: ports[2],
+                    worker_2: ports[3],
+                });
             }
         }
     }
@@ -130,22 +143,20 @@ pub fn command_exists(template: &str, path_var: Option<&str>) -> bool {
 /// Probes `GET http://127.0.0.1:{port}/alive`, the agent server's liveness endpoint.
 #[derive(Clone)]
 pub struct Prober {
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Default for Prober {
-    fn default() -> Self {
-        Prober { client: Client::builder(TokioExecutor::new()).build_http() }
-    }
+    client: reqwest::Client,
 }
 
 impl Prober {
+    /// A client for loopback probes only: no proxy from the environment, a short timeout.
+    pub fn new() -> reqwest::Result<Prober> {
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build()?;
+        Ok(Prober { client })
+    }
+
     pub async fn alive(&self, port: u16) -> bool {
-        let Ok(uri) = format!("http://127.0.0.1:{port}/alive").parse::<hyper::Uri>() else { return false };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.client.get(uri)).await,
-            Ok(Ok(resp)) if resp.status().is_success()
-        )
+        let url = format!("http://127.0.0.1:{port}/alive");
+        matches!(self.client.get(url).send().await, Ok(resp) if resp.status().is_success())
     }
 }
 
@@ -173,7 +184,11 @@ mod tests {
             "API_KEY" => Some("service-secret".to_string()),
             _ => None,
         };
-        let env = process_environment(inherited, Path::new("/h"), &[("SESSION_API_KEY".into(), "k".into())]);
+        let env = process_environment(
+            inherited,
+            Path::new("/h"),
+            &[("SESSION_API_KEY".into(), "k".into())],
+        );
         assert_eq!(env.get("PATH").map(String::as_str), Some("/bin"));
         assert_eq!(env.get("HOME").map(String::as_str), Some("/h"));
         assert_eq!(env.get("SESSION_API_KEY").map(String::as_str), Some("k"));
@@ -195,6 +210,9 @@ mod tests {
     fn finds_commands_on_path_or_by_absolute_path() {
         assert!(command_exists("sh -c true", Some("/usr/bin:/bin")));
         assert!(command_exists("/bin/sh --port {port}", None));
-        assert!(!command_exists("definitely-not-a-command-xyz --port {port}", Some("/usr/bin:/bin")));
+        assert!(!command_exists(
+            "definitely-not-a-command-xyz --port {port}",
+            Some("/usr/bin:/bin")
+        ));
     }
 }

@@ -17,10 +17,12 @@ use tokio::sync::watch;
 
 use self::launch::Prober;
 use self::record::{ProcessId, Record, RuntimeDir};
+use super::locks::KeyedLocks;
 use crate::runtime::env::{Injected, sandbox_environment};
+use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
 use crate::runtime::{
-    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness, Runtime, RuntimeSpec, Status,
-    ids,
+    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
+    Runtime, RuntimeSpec, Status, ids,
 };
 use crate::telemetry::Metrics;
 
@@ -48,8 +50,8 @@ pub struct ProcessBackend {
 struct Inner {
     settings: ProcessSettings,
     state: Mutex<State>,
-    /// Serialises `/start` so concurrent duplicates for one session create one runtime.
-    start_lock: tokio::sync::Mutex<()>,
+    /// Serialises `/start` per session so concurrent duplicates create one runtime.
+    start_locks: KeyedLocks,
     prober: Prober,
     metrics: Metrics,
     /// Holds the advisory lock on `STATE_DIR` for the life of the service.
@@ -95,9 +97,26 @@ impl Entry {
         }
     }
 
+    /// What the lifecycle plans need: a process record always holds its key, and a stopped
+    /// runtime is removed at once.
+    fn known(&self) -> Known {
+        let view = self.view();
+        Known {
+            being_removed: false,
+            has_credentials: true,
+            paused: self.record.paused,
+            status: view.status,
+            pod_status: view.pod_status,
+        }
+    }
+
     fn view(&self) -> Runtime {
-        let (status, pod_status, mut status_detail) =
-            derive_status(self.record.paused, self.failure.as_deref(), self.running.is_some(), self.ready);
+        let (status, pod_status, mut status_detail) = derive_status(
+            self.record.paused,
+            self.failure.as_deref(),
+            self.running.is_some(),
+            self.ready,
+        );
         if self.record.paused {
             status_detail = self.record.pause_reason.clone();
         }
@@ -110,9 +129,12 @@ impl Entry {
             session_api_key: self.record.session_api_key.clone(),
             status,
             pod_status,
-            work_hosts: [(url(ports.worker_1), ports.worker_1), (url(ports.worker_2), ports.worker_2)]
-                .into_iter()
-                .collect(),
+            work_hosts: [
+                (url(ports.worker_1), ports.worker_1),
+                (url(ports.worker_2), ports.worker_2),
+            ]
+            .into_iter()
+            .collect(),
             vscode_url: Some(url(ports.vscode)),
             restart_count: 0,
             restart_reasons: Vec::new(),
@@ -136,16 +158,14 @@ fn derive_status(
         (false, Some(detail), _, _) => (Status::Error, PodStatus::Failed, Some(detail.to_string())),
         (false, None, true, true) => (Status::Running, PodStatus::Ready, None),
         (false, None, true, false) => (Status::Starting, PodStatus::Pending, None),
-        (false, None, false, _) => (Status::Error, PodStatus::Unknown, Some("agent server is not running".into())),
+        (false, None, false, _) => {
+            (Status::Error, PodStatus::Unknown, Some("agent server is not running".into()))
+        }
     }
 }
 
 fn internal(context: &str) -> impl Fn(std::io::Error) -> BackendError + '_ {
-    move |e| BackendError::Internal(format!("{context}: {e}"))
-}
-
-fn not_found(runtime_id: &str) -> BackendError {
-    BackendError::NotFound(format!("runtime {runtime_id} not found"))
+    move |e| BackendError::internal(format!("{context}: {e}")).with_source(e)
 }
 
 impl ProcessBackend {
@@ -159,11 +179,12 @@ impl ProcessBackend {
         if trash.exists() {
             std::fs::remove_dir_all(&trash)?;
         }
+        let prober = Prober::new().map_err(std::io::Error::other)?;
         let inner = Arc::new(Inner {
             settings,
             state: Mutex::default(),
-            start_lock: tokio::sync::Mutex::new(()),
-            prober: Prober::default(),
+            start_locks: KeyedLocks::default(),
+            prober,
             metrics,
             _lock_file: lock_file,
         });
@@ -172,7 +193,9 @@ impl ProcessBackend {
             let dir = RuntimeDir(dir_entry?.path());
             match record::load(&dir.record()) {
                 Ok(record) => loaded.push((record, dir)),
-                Err(e) => tracing::warn!(path = %dir.0.display(), error = %e, "skipping unreadable runtime record"),
+                Err(e) => {
+                    tracing::warn!(path = %dir.0.display(), error = %e, "skipping unreadable runtime record")
+                }
             }
         }
         {
@@ -200,18 +223,23 @@ impl ProcessBackend {
     }
 
     fn op_lock(&self, runtime_id: &str) -> BackendResult<Arc<tokio::sync::Mutex<()>>> {
-        self.inner.lock().runtimes.get(runtime_id).map(|e| e.op_lock.clone()).ok_or_else(|| not_found(runtime_id))
-    }
-
-    fn view(&self, runtime_id: &str) -> BackendResult<Runtime> {
-        self.inner.lock().runtimes.get(runtime_id).map(Entry::view).ok_or_else(|| not_found(runtime_id))
+        self.inner
+            .lock()
+            .runtimes
+            .get(runtime_id)
+            .map(|e| e.op_lock.clone())
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 }
 
 /// One service per `STATE_DIR`: two would fight over the same processes and files.
 fn lock_state_dir(state_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("lock"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("lock"))?;
     // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -240,7 +268,8 @@ impl Inner {
         entry.launched_at = Instant::now();
         let ports = entry.record.ports;
         if let Some(port) = launch::port_in_use(ports) {
-            entry.failure = Some(format!("port {port} of this runtime is in use by another process"));
+            entry.failure =
+                Some(format!("port {port} of this runtime is in use by another process"));
             return;
         }
         let injected = Injected {
@@ -251,7 +280,11 @@ impl Inner {
             vscode_base_path: None,
         };
         let sandbox_env = sandbox_environment(&entry.record.spec.environment, &injected);
-        let env = launch::process_environment(|name| std::env::var(name).ok(), &entry.dir.home(), &sandbox_env);
+        let env = launch::process_environment(
+            |name| std::env::var(name).ok(),
+            &entry.dir.home(),
+            &sandbox_env,
+        );
         let command = launch::render_command(
             &self.settings.agent_command,
             ports,
@@ -269,7 +302,8 @@ impl Inner {
             entry.failure = Some("the agent server exited before it could be tracked".into());
             return;
         };
-        let process = ProcessId { pid, start_ticks: record::process_start_ticks(pid).unwrap_or_default() };
+        let process =
+            ProcessId { pid, start_ticks: record::process_start_ticks(pid).unwrap_or_default() };
         entry.record.process = Some(process);
         let (exited_tx, exited_rx) = watch::channel(false);
         entry.running = Some(Running { pid, exited: exited_rx });
@@ -298,11 +332,13 @@ impl Inner {
         exited: watch::Sender<bool>,
     ) {
         let detail = match child.wait().await {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => format!("agent server exited with code {code}"),
-                (None, Some(signal)) => format!("agent server was killed by signal {signal}"),
-                (None, None) => "agent server exited".to_string(),
-            },
+            Ok(status) => {
+                match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                    (Some(code), _) => format!("agent server exited with code {code}"),
+                    (None, Some(signal)) => format!("agent server was killed by signal {signal}"),
+                    (None, None) => "agent server exited".to_string(),
+                }
+            }
             Err(e) => format!("agent server could not be waited for: {e}"),
         };
         self.on_exit(&id, generation, detail);
@@ -310,7 +346,13 @@ impl Inner {
     }
 
     /// An adopted process is not our child: poll `/proc` until it is gone.
-    async fn watch_adopted(self: Arc<Self>, id: String, generation: u64, process: ProcessId, exited: watch::Sender<bool>) {
+    async fn watch_adopted(
+        self: Arc<Self>,
+        id: String,
+        generation: u64,
+        process: ProcessId,
+        exited: watch::Sender<bool>,
+    ) {
         while record::is_alive(process) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -328,7 +370,8 @@ impl Inner {
         tracing::warn!(runtime_id = %id, session_id = %entry.record.spec.session_id, %detail, "agent server exited unexpectedly");
         entry.running = None;
         entry.ready = false;
-        entry.failure = Some(if tail.is_empty() { detail } else { format!("{detail}; last output:\n{tail}") });
+        entry.failure =
+            Some(if tail.is_empty() { detail } else { format!("{detail}; last output:\n{tail}") });
     }
 
     /// Readiness: polls `/alive` quickly until the agent server answers, then at a steady pace.
@@ -337,7 +380,10 @@ impl Inner {
         loop {
             tokio::time::sleep(if ready { PROBE_STEADY } else { PROBE_FAST }).await;
             let current = |state: &State| {
-                state.runtimes.get(&id).is_some_and(|e| e.generation == generation && e.running.is_some())
+                state
+                    .runtimes
+                    .get(&id)
+                    .is_some_and(|e| e.generation == generation && e.running.is_some())
             };
             if !current(&self.lock()) {
                 return;
@@ -359,7 +405,8 @@ impl Inner {
     }
 
     fn persist(entry: &Entry) -> BackendResult<()> {
-        record::save(&entry.dir, &entry.record).map_err(internal("could not save the runtime record"))
+        record::save(&entry.dir, &entry.record)
+            .map_err(internal("could not save the runtime record"))
     }
 }
 
@@ -379,14 +426,25 @@ async fn terminate(running: Running) {
 #[async_trait]
 impl Backend for ProcessBackend {
     async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
-        let _serialised = self.inner.start_lock.lock().await;
-        let existing = self.inner.lock().sessions.get(&spec.session_id).cloned();
-        if let Some(id) = existing {
-            let current = self.view(&id)?;
-            return match current.status {
-                Status::Paused | Status::Error => self.resume(&id).await,
-                _ => Ok(current),
-            };
+        let _serialised = self.inner.start_locks.lock(&spec.session_id).await;
+        let existing = {
+            let state = self.inner.lock();
+            let id = state.sessions.get(&spec.session_id);
+            id.and_then(|id| state.runtimes.get(id)).map(|e| (e.known(), e.view()))
+        };
+        match (plan_start(existing.as_ref().map(|(known, _)| known)), existing) {
+            (StartPlan::Create, _) | (_, None) => {}
+            (StartPlan::Resume, Some((_, current))) => {
+                return self.resume(&current.runtime_id).await;
+            }
+            // Removal is immediate and the key is in the record, so only these two remain.
+            (
+                StartPlan::Return
+                | StartPlan::CompleteObjects
+                | StartPlan::CompleteCreation
+                | StartPlan::AwaitRemovalThenCreate,
+                Some((_, current)),
+            ) => return Ok(current),
         }
         let runtime_id = ids::new_runtime_id();
         let mut state = self.inner.lock();
@@ -400,7 +458,8 @@ impl Backend for ProcessBackend {
             .collect();
         let ports = launch::free_ports(&taken).map_err(internal("could not allocate ports"))?;
         let dir = RuntimeDir(self.inner.settings.state_dir.join("runtimes").join(&runtime_id));
-        std::fs::create_dir_all(&dir.0).map_err(internal("could not create the runtime directory"))?;
+        std::fs::create_dir_all(&dir.0)
+            .map_err(internal("could not create the runtime directory"))?;
         let record = Record {
             runtime_id: runtime_id.clone(),
             spec,
@@ -434,7 +493,14 @@ impl Backend for ProcessBackend {
     }
 
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
-        Ok(self.inner.lock().runtimes.values().map(Entry::view).filter(|r| filter.matches(r.status)).collect())
+        Ok(self
+            .inner
+            .lock()
+            .runtimes
+            .values()
+            .map(Entry::view)
+            .filter(|r| filter.matches(r.status))
+            .collect())
     }
 
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
@@ -442,7 +508,10 @@ impl Backend for ProcessBackend {
         let _serialised = op.lock().await;
         let (running, view) = {
             let mut state = self.inner.lock();
-            let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
+            let entry = state
+                .runtimes
+                .get_mut(runtime_id)
+                .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
             if entry.record.paused {
                 return Ok(entry.view());
             }
@@ -467,9 +536,18 @@ impl Backend for ProcessBackend {
         let op = self.op_lock(runtime_id)?;
         let _serialised = op.lock().await;
         let mut state = self.inner.lock();
-        let entry = state.runtimes.get_mut(runtime_id).ok_or_else(|| not_found(runtime_id))?;
-        if !entry.record.paused && entry.running.is_some() {
-            return Ok(entry.view()); // already starting or running
+        let entry = state
+            .runtimes
+            .get_mut(runtime_id)
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+        match plan_resume(&entry.known()) {
+            ResumePlan::AlreadyRunning => return Ok(entry.view()),
+            ResumePlan::CredentialsLost => {
+                return Err(BackendError::internal(format!(
+                    "runtime {runtime_id} has no session key"
+                )));
+            }
+            ResumePlan::Relaunch => {}
         }
         if self.inner.settings.rotate_key_on_resume {
             entry.record.session_api_key = ids::new_session_key();
@@ -488,8 +566,12 @@ impl Backend for ProcessBackend {
         let _serialised = op.lock().await;
         let mut entry = {
             let mut state = self.inner.lock();
-            let entry = state.runtimes.remove(runtime_id).ok_or_else(|| not_found(runtime_id))?;
-            if state.sessions.get(&entry.record.spec.session_id).is_some_and(|id| id == runtime_id) {
+            let entry = state
+                .runtimes
+                .remove(runtime_id)
+                .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+            if state.sessions.get(&entry.record.spec.session_id).is_some_and(|id| id == runtime_id)
+            {
                 state.sessions.remove(&entry.record.spec.session_id);
             }
             entry
@@ -497,7 +579,8 @@ impl Backend for ProcessBackend {
         // Move the files out of `runtimes/` first, so a crash from here on cannot resurrect the runtime.
         let trash = self.inner.settings.state_dir.join("trash");
         let doomed = trash.join(runtime_id);
-        let moved = std::fs::create_dir_all(&trash).and_then(|_| std::fs::rename(&entry.dir.0, &doomed));
+        let moved =
+            std::fs::create_dir_all(&trash).and_then(|_| std::fs::rename(&entry.dir.0, &doomed));
         if let Some(running) = entry.running.take() {
             terminate(running).await;
         }
@@ -506,10 +589,7 @@ impl Backend for ProcessBackend {
             Err(_) => tokio::fs::remove_dir_all(&entry.dir.0).await,
         };
         removal.map_err(internal("runtime stopped, but its files could not be removed"))?;
-        let mut view = entry.view();
-        view.status = Status::Stopped;
-        view.pod_status = PodStatus::NotFound;
-        view.status_detail = None;
+        let view = entry.view().stopped();
         tracing::info!(runtime_id, session_id = %view.session_id, "runtime stopped");
         Ok(view)
     }
@@ -558,7 +638,10 @@ mod tests {
     fn status_follows_the_process() {
         assert_eq!(derive_status(true, Some("x"), true, true).0, Status::Paused);
         let (s, p, d) = derive_status(false, Some("exited with code 3"), false, false);
-        assert_eq!((s, p, d.as_deref()), (Status::Error, PodStatus::Failed, Some("exited with code 3")));
+        assert_eq!(
+            (s, p, d.as_deref()),
+            (Status::Error, PodStatus::Failed, Some("exited with code 3"))
+        );
         assert_eq!(derive_status(false, None, true, false).0, Status::Starting);
         let (s, p, _) = derive_status(false, None, true, true);
         assert_eq!((s, p), (Status::Running, PodStatus::Ready));

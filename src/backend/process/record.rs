@@ -111,7 +111,8 @@ mod tests {
     fn parses_start_ticks_even_with_odd_command_names() {
         let stat = "1234 (agent (server) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(98765));
-        let zombie = "1234 (sh) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 10";
+        let zombie =
+            "1234 (sh) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 10";
         assert_eq!(parse_start_ticks(zombie), None);
     }
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, TypeVar
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
 
 PR_SET_CHILD_SUBREAPER = 36

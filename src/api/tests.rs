@@ -1,0 +1,381 @@
+//! The HTTP layer in-process: the real router over a fake backend, driven with `oneshot`, so every
+//! status code, error shape and query form is checked in milliseconds without a socket, a process
+//! or an agent server. What needs a real backend is in `tests/api.rs` and `tests/e2e`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, router};
+use crate::runtime::{
+    Backend, BackendError, BackendResult, Candidate, ErrorKind, ImageCheck, ListFilter, PodStatus,
+    Readiness, Runtime, RuntimeSpec, Status,
+};
+use crate::telemetry::Metrics;
+
+const KEY: &str = "in-process-test-key";
+
+/// Runtimes in a map; `fail_with` makes every operation on a runtime fail with that kind.
+#[derive(Default)]
+struct FakeBackend {
+    runtimes: Mutex<BTreeMap<String, Runtime>>,
+    fail_with: Mutex<Option<ErrorKind>>,
+    image: Mutex<Option<ImageCheck>>,
+    readiness: Mutex<Option<String>>,
+}
+
+fn runtime(runtime_id: &str, session_id: &str, status: Status, created_at: &str) -> Runtime {
+    Runtime {
+        runtime_id: runtime_id.into(),
+        session_id: session_id.into(),
+        url: format!("http://{runtime_id}.example"),
+        session_api_key: "session-key".into(),
+        status,
+        pod_status: if status == Status::Running { PodStatus::Ready } else { PodStatus::NotFound },
+        work_hosts: BTreeMap::new(),
+        vscode_url: None,
+        restart_count: 0,
+        restart_reasons: Vec::new(),
+        status_detail: None,
+        created_at: created_at.into(),
+        image: "img".into(),
+        resource_factor: 1.0,
+    }
+}
+
+impl FakeBackend {
+    fn with(runtimes: &[Runtime]) -> Arc<FakeBackend> {
+        let fake = FakeBackend::default();
+        let map = runtimes.iter().map(|r| (r.runtime_id.clone(), r.clone())).collect();
+        *fake.runtimes.lock().unwrap() = map;
+        Arc::new(fake)
+    }
+
+    fn failure(&self) -> BackendResult<()> {
+        match *self.fail_with.lock().unwrap() {
+            Some(kind) => Err(BackendError::new(kind, format!("injected {kind:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn find(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        self.failure()?;
+        let runtimes = self.runtimes.lock().unwrap();
+        runtimes.get(runtime_id).cloned().ok_or_else(|| BackendError::runtime_not_found(runtime_id))
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
+        self.failure()?;
+        let id = format!("rt-{}", spec.session_id);
+        let started = runtime(&id, &spec.session_id, Status::Starting, "2026-01-01T00:00:00Z");
+        self.runtimes.lock().unwrap().insert(id, started.clone());
+        Ok(started)
+    }
+
+    async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
+        Ok(self.runtimes.lock().unwrap().get(runtime_id).cloned())
+    }
+
+    async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
+        let runtimes = self.runtimes.lock().unwrap();
+        Ok(runtimes.values().find(|r| r.session_id == session_id).cloned())
+    }
+
+    async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
+        let runtimes = self.runtimes.lock().unwrap();
+        Ok(runtimes.values().filter(|r| filter.matches(r.status)).cloned().collect())
+    }
+
+    async fn pause(&self, runtime_id: &str, _reason: Option<&str>) -> BackendResult<Runtime> {
+        Ok(Runtime { status: Status::Paused, ..self.find(runtime_id)? })
+    }
+
+    async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        Ok(Runtime { status: Status::Starting, ..self.find(runtime_id)? })
+    }
+
+    async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let last = self.find(runtime_id)?;
+        self.runtimes.lock().unwrap().remove(runtime_id);
+        Ok(last.stopped())
+    }
+
+    async fn image_exists(&self, _image: &str) -> BackendResult<ImageCheck> {
+        Ok(self.image.lock().unwrap().clone().unwrap_or(ImageCheck::Exists))
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.readiness.lock().unwrap().clone() {
+            Some(reason) => Readiness::NotReady(reason),
+            None => Readiness::Ready,
+        }
+    }
+
+    async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
+        Ok(Vec::new())
+    }
+}
+
+fn app(backend: Arc<FakeBackend>, max_body_bytes: usize) -> Router {
+    let state = AppState::new(backend, Metrics::new(), KEY, "registry.example/oh", "default:img");
+    router(state, max_body_bytes)
+}
+
+/// One request through the router: status and JSON body.
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let req = match body {
+        Some(body) => {
+            req.header("content-type", "application/json").body(Body::from(body.to_string()))
+        }
+        None => req.body(Body::empty()),
+    };
+    let resp = app.clone().oneshot(req.unwrap()).await.unwrap();
+    let status = resp.status();
+    let content_type = resp.headers().get("content-type").cloned();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if uri != "/metrics" {
+        let content_type = content_type.map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{uri}: {status}");
+    }
+    (status, json)
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    call(app, Method::GET, uri, Some(KEY), None).await
+}
+
+async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(app, Method::POST, uri, Some(KEY), Some(&body.to_string())).await
+}
+
+#[tokio::test]
+async fn protected_endpoints_need_the_key_and_public_ones_do_not() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    let protected = [
+        (Method::POST, "/start"),
+        (Method::POST, "/stop"),
+        (Method::POST, "/pause"),
+        (Method::POST, "/resume"),
+        (Method::GET, "/list"),
+        (Method::GET, "/runtime/x"),
+        (Method::GET, "/sessions/x"),
+        (Method::GET, "/sessions/batch?ids=x"),
+        (Method::GET, "/registry_prefix"),
+        (Method::GET, "/image_exists?image=x"),
+        (Method::POST, "/build"),
+        (Method::GET, "/build_status"),
+    ];
+    for (method, uri) in protected {
+        for key in [None, Some(""), Some("wrong-key"), Some("in-process-test-key ")] {
+            let (status, body) = call(&app, method.clone(), uri, key, Some("{}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {key:?}");
+            assert_eq!(body["error"], "unauthorized");
+        }
+    }
+    for uri in ["/health", "/livez", "/readyz"] {
+        let (status, body) = call(&app, Method::GET, uri, None, None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})), "{uri}");
+    }
+    // The sandbox's header is no credential for the runtime API, and does not get in the way.
+    let req = Request::get("/list").header("x-api-key", KEY).header("x-session-api-key", "other");
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_endpoints_methods_and_ids_are_json_errors() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    let (status, body) = get(&app, "/nope").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = get(&app, "/start").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    for uri in ["/runtime/unknown", "/sessions/unknown"] {
+        assert_eq!(get(&app, uri).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    for uri in ["/stop", "/pause", "/resume"] {
+        let (status, body) = post(&app, uri, json!({"runtime_id": "unknown"})).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{uri}"
+        );
+        assert_eq!(body["message"], "runtime unknown not found");
+    }
+    let (status, body) = post(&app, "/build", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_implemented"))
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_and_bad_bodies_400() {
+    let app = app(FakeBackend::with(&[]), 2048);
+    let big = json!({"session_id": "s", "image": "x".repeat(4096)});
+    let (status, body) = post(&app, "/start", big).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    let cases = [
+        ("{not json", "malformed JSON"),
+        (r#"["session_id"]"#, "expected a JSON object"),
+        (r#"{"image": "x"}"#, "session_id"),
+        (r#"{"session_id": "s", "resource_factor": 0}"#, "resource_factor"),
+        (r#"{"session_id": "s", "resource_factor": -1}"#, "resource_factor"),
+        (r#"{"session_id": "s", "image_pull_policy": "Sometimes"}"#, "image_pull_policy"),
+    ];
+    for (raw, needle) in cases {
+        let (status, body) = call(&app, Method::POST, "/start", Some(KEY), Some(raw)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request")),
+            "{raw}"
+        );
+        assert!(body["message"].as_str().unwrap().contains(needle), "{needle:?} not in {body}");
+    }
+    // A valid start reaches the backend, with the default image filled in.
+    let (status, body) = post(&app, "/start", json!({"session_id": "s", "unknown": [1]})).await;
+    assert_eq!((status, body["runtime_id"].as_str()), (StatusCode::OK, Some("rt-s")));
+}
+
+#[tokio::test]
+async fn batch_is_a_bare_array_in_request_order_without_unknown_ids() {
+    let runtimes = [
+        runtime("r1", "a", Status::Running, "2026-01-01T00:00:01Z"),
+        runtime("r2", "B", Status::Paused, "2026-01-01T00:00:02Z"),
+    ];
+    let app = app(FakeBackend::with(&runtimes), 1 << 20);
+    for query in ["ids=B&ids=a&ids=unknown", "ids=B,a,unknown", "ids=B,a&ids=B", "ids=B%2Ca"] {
+        let (status, body) = get(&app, &format!("/sessions/batch?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        let ids: Vec<&str> =
+            body.as_array().unwrap().iter().map(|r| r["runtime_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["r2", "r1"], "{query}");
+    }
+    assert_eq!(get(&app, "/sessions/batch").await, (StatusCode::OK, json!([])));
+    let too_many = (0..1001).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    assert_eq!(
+        get(&app, &format!("/sessions/batch?ids={too_many}")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn list_filters_sorts_oldest_first_and_pages() {
+    let runtimes = [
+        runtime("new", "s1", Status::Running, "2026-01-03T00:00:00Z"),
+        runtime("old", "s2", Status::Error, "2026-01-01T00:00:00Z"),
+        runtime("mid", "s3", Status::Starting, "2026-01-02T00:00:00Z"),
+        runtime("sleeping", "s4", Status::Paused, "2026-01-01T12:00:00Z"),
+    ];
+    let app = app(FakeBackend::with(&runtimes), 1 << 20);
+    let ids = |body: &Value| -> Vec<String> {
+        body["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["runtime_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, body) = get(&app, "/list").await;
+    assert_eq!(
+        (ids(&body), body["total"].as_u64()),
+        (vec!["old".into(), "mid".into(), "new".into()], Some(3))
+    );
+    let (_, body) = get(&app, "/list?status=all").await;
+    assert_eq!(ids(&body), ["old", "sleeping", "mid", "new"]);
+    let (_, body) = get(&app, "/list?status=paused,ERROR").await;
+    assert_eq!(ids(&body), ["old", "sleeping"]);
+    let (_, body) = get(&app, "/list?status=all&limit=2&offset=1").await;
+    assert_eq!(
+        (ids(&body), body["total"].as_u64()),
+        (vec!["sleeping".into(), "mid".into()], Some(4))
+    );
+    for bad in ["status=bogus", "limit=x", "offset=-1"] {
+        assert_eq!(get(&app, &format!("/list?{bad}")).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn backend_failures_map_to_their_status_codes() {
+    let fake = FakeBackend::with(&[runtime("r", "s", Status::Running, "t")]);
+    let app = app(fake.clone(), 1 << 20);
+    let cases = [
+        (ErrorKind::NotFound, StatusCode::NOT_FOUND, "not_found"),
+        (ErrorKind::Invalid, StatusCode::BAD_REQUEST, "bad_request"),
+        (ErrorKind::Conflict, StatusCode::CONFLICT, "conflict"),
+        (ErrorKind::Forbidden, StatusCode::FORBIDDEN, "forbidden"),
+        (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (ErrorKind::Internal, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    ];
+    for (kind, status, code) in cases {
+        *fake.fail_with.lock().unwrap() = Some(kind);
+        for (uri, body) in
+            [("/stop", json!({"runtime_id": "r"})), ("/start", json!({"session_id": "s"}))]
+        {
+            let (got, body) = post(&app, uri, body).await;
+            assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{kind:?} {uri}");
+            assert_eq!(body["message"], format!("injected {kind:?}"));
+        }
+    }
+    *fake.fail_with.lock().unwrap() = None;
+    *fake.image.lock().unwrap() = Some(ImageCheck::Unknown("registry unreachable".into()));
+    let (status, body) = get(&app, "/image_exists?image=img").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unknown"))
+    );
+    *fake.image.lock().unwrap() = Some(ImageCheck::Missing);
+    assert_eq!(
+        get(&app, "/image_exists?image=img").await.1,
+        json!({"exists": false, "image": "img"})
+    );
+    *fake.readiness.lock().unwrap() = Some("caches not synced".into());
+    let (status, body) = call(&app, Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("caches not synced"))
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_runtimes_by_status() {
+    let app = app(FakeBackend::with(&[runtime("r", "s", Status::Running, "t")]), 1 << 20);
+    get(&app, "/runtime/r").await;
+    get(&app, "/runtime/other").await;
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec(),
+    )
+    .unwrap();
+    let line = "runtime_api_http_requests_total{method=\"GET\",route=\"/runtime/{runtime_id}\",code=\"200\"} 1";
+    assert!(text.contains(line), "{text}");
+    assert!(text.contains("route=\"/runtime/{runtime_id}\",code=\"404\"} 1"), "{text}");
+    assert!(text.contains("runtime_api_runtimes{status=\"running\"} 1"), "{text}");
+    assert!(text.contains("runtime_api_runtimes{status=\"paused\"} 0"), "{text}");
+}

@@ -1,0 +1,443 @@
+//! The `Backend` operations of the Kubernetes backend: how a runtime is seen (from the cache) and
+//! how start, pause, resume and stop change it (through [`Writer`]). Every write waits for the
+//! cache to show it before answering, so a client reads its own writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::KubernetesBackend;
+use super::manifests::{self, Identity};
+use super::record::{
+    self, ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT,
+    RecordInfo, claim_name, object_name, pod_name, runtime_id_of, secret_value,
+};
+use super::status;
+use super::store;
+use super::writes::{Created, Writer};
+use crate::registry::{self, Credentials, docker_config_credentials};
+use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
+use crate::runtime::{
+    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
+    Runtime, RuntimeSpec, Status, SweepReport, ids,
+};
+
+/// How long a write waits for the cache to show it before answering anyway.
+pub(super) const CACHE_CATCH_UP: Duration = Duration::from_secs(10);
+
+/// A record this service cannot read: written by something else, or by an incompatible version.
+fn malformed() -> BackendError {
+    BackendError::internal("malformed runtime record")
+}
+
+/// What the children of a record need: its contents and the owner reference pointing at it.
+fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, OwnerReference)> {
+    let info = RecordInfo::parse(record).ok_or_else(malformed)?;
+    let owner = record::owner_reference(record)
+        .ok_or_else(|| BackendError::internal("the runtime record has no uid"))?;
+    Ok((info, owner))
+}
+
+/// A cached record as lifecycle decisions see it.
+struct Current {
+    record: Arc<ConfigMap>,
+    info: RecordInfo,
+    known: Known,
+    view: Runtime,
+}
+
+impl KubernetesBackend {
+    /// What the cache says of a record: its contents, what the plans need, what clients see.
+    fn current(&self, record: Arc<ConfigMap>) -> BackendResult<Current> {
+        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
+        let view = self.view(&record).ok_or_else(malformed)?;
+        let known = Known {
+            being_removed: record.metadata.deletion_timestamp.is_some(),
+            has_credentials: self.inner.store.secret(&object_name(&info.runtime_id)).is_some(),
+            paused: info.paused,
+            status: view.status,
+            pod_status: view.pod_status,
+        };
+        Ok(Current { record, info, known, view })
+    }
+
+    pub(super) fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    /// Registry credentials from the configured image pull secrets (read when asked: rare).
+    async fn pull_credentials(&self) -> BackendResult<HashMap<String, Credentials>> {
+        let mut all = HashMap::new();
+        for name in &self.inner.settings.image_pull_secrets {
+            let Some(secret) = self.writer().foreign_secret(name).await? else { continue };
+            if let Some(config) = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")) {
+                all.extend(docker_config_credentials(&config.0));
+            }
+        }
+        Ok(all)
+    }
+
+    /// The runtime object as clients see it, from a record and the cache.
+    fn view(&self, record: &ConfigMap) -> Option<Runtime> {
+        let info = RecordInfo::parse(record)?;
+        let s = &self.inner.settings;
+        let secret = self.inner.store.secret(&object_name(&info.runtime_id));
+        let session_api_key =
+            secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
+        let pod = self.inner.store.pod(&pod_name(&info.runtime_id, info.generation));
+        let mut observed = status::observe(info.paused, pod.as_deref());
+        if info.paused {
+            observed.detail = info.pause_reason.clone();
+        }
+        if record.metadata.deletion_timestamp.is_some() {
+            observed.status = Status::Stopped;
+            observed.pod_status = PodStatus::NotFound;
+            observed.detail = Some("the runtime is being stopped".into());
+        }
+        let urls = manifests::urls(s, &info.runtime_id);
+        Some(Runtime {
+            runtime_id: info.runtime_id,
+            session_id: info.session_id,
+            url: urls.url,
+            session_api_key,
+            status: observed.status,
+            pod_status: observed.pod_status,
+            work_hosts: urls.work_hosts,
+            vscode_url: Some(urls.vscode_url),
+            restart_count: observed.restart_count,
+            restart_reasons: observed.restart_reasons,
+            status_detail: observed.detail,
+            created_at: info.created_at,
+            image: info.spec.image,
+            resource_factor: info.spec.resource_factor,
+        })
+    }
+
+    /// The cached record of a runtime that is not being stopped.
+    fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<ConfigMap>> {
+        self.inner
+            .store
+            .record_for_runtime(runtime_id)
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
+    }
+
+    /// Creates every object of a runtime that its record implies; existing ones are left alone.
+    pub(super) async fn ensure_objects(
+        &self,
+        record: &ConfigMap,
+        secret: Option<&Secret>,
+        create_secret: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> BackendResult<()> {
+        let (info, owner) = owned_by(record)?;
+        let s = &self.inner.settings;
+        let id = Identity { runtime_id: &info.runtime_id, session_hash: &info.session_hash, owner };
+        if let Some((key, env)) = create_secret {
+            self.writer().create("secret", &manifests::secret(s, &id, key, env)).await?;
+        } else if secret.is_none() {
+            return Err(BackendError::internal("the runtime's secret is missing"));
+        }
+        if let Some(claim) = manifests::workspace_claim(s, &id) {
+            self.writer().create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
+        }
+        self.writer().create::<Service>("service", &manifests::service(s, &id)).await?;
+        self.writer()
+            .create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id))
+            .await?;
+        self.writer().create::<Ingress>("ingress", &manifests::ingress(s, &id)).await?;
+        if !info.paused {
+            self.create_pod(&info, id).await?;
+        }
+        Ok(())
+    }
+
+    /// The sandbox pod of the record's current generation.
+    async fn create_pod(&self, info: &RecordInfo, id: Identity<'_>) -> BackendResult<()> {
+        let s = &self.inner.settings;
+        let class = manifests::runtime_class(s, &info.spec)?;
+        let created_at = jiff::Timestamp::now().to_string();
+        let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
+        self.writer().create::<Pod>("sandbox pod", &pod).await
+    }
+
+    /// Waits until the cache holds `record` at least as new as written, and its Secret.
+    async fn await_cached(&self, written: &ConfigMap) {
+        let name = written.name_any();
+        let secret_name = runtime_id_of(&written.metadata).map(object_name);
+        let store = &self.inner.store;
+        let caught_up = store::wait_until(CACHE_CATCH_UP, || {
+            store::caught_up(store.record(&name).as_ref(), written)
+                && secret_name.as_ref().is_none_or(|s| store.secret(s).is_some())
+        })
+        .await;
+        if !caught_up {
+            tracing::warn!(record = %name, "the cache did not catch up with a write in time");
+        }
+    }
+
+    async fn create_runtime(
+        &self,
+        spec: RuntimeSpec,
+        session_hash: &str,
+    ) -> BackendResult<Runtime> {
+        let s = &self.inner.settings;
+        let runtime_id = ids::new_runtime_id();
+        let session_key = ids::new_session_key();
+        let created_at = jiff::Timestamp::now().to_string();
+        let record = record::record(&s.namespace, &runtime_id, session_hash, &spec, &created_at);
+        let created = match self.writer().create_record(&record).await? {
+            Created::New(created) => created,
+            Created::AlreadyExists => return self.existing_after_conflict(&record).await,
+        };
+        tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
+        self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
+        self.writer().event(
+            &created,
+            false,
+            "Started",
+            format!("runtime {runtime_id} created for image {}", spec.image),
+        );
+        self.await_cached(&created).await;
+        self.view(&created).ok_or_else(malformed)
+    }
+
+    /// Another replica (or request) created this session's record first: return its runtime once
+    /// its Secret exists, so the response carries the session key.
+    async fn existing_after_conflict(&self, record: &ConfigMap) -> BackendResult<Runtime> {
+        let name = record.name_any();
+        let existing = self.writer().get_record(&name).await?;
+        self.await_cached(&existing).await;
+        self.view(&existing).ok_or_else(malformed)
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
+        manifests::runtime_class(&self.inner.settings, &spec)?;
+        let session_hash = ids::session_hash(&spec.session_id);
+        let _serialised = self.inner.session_locks.lock(&session_hash).await;
+        let existing = self.inner.store.record_for_session(&session_hash).map(|r| self.current(r));
+        let existing = existing.transpose()?;
+        match (plan_start(existing.as_ref().map(|c| &c.known)), existing) {
+            (StartPlan::Create, _) | (_, None) => self.create_runtime(spec, &session_hash).await,
+            (StartPlan::AwaitRemovalThenCreate, Some(c)) => {
+                let name = c.record.name_any();
+                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none())
+                    .await;
+                self.create_runtime(spec, &session_hash).await
+            }
+            (StartPlan::CompleteCreation, Some(c)) => {
+                tracing::info!(runtime_id = %c.info.runtime_id, "completing a runtime whose creation was interrupted");
+                let key = ids::new_session_key();
+                self.ensure_objects(&c.record, None, Some((&key, &spec.environment))).await?;
+                self.await_cached(&c.record).await;
+                self.view(&c.record).ok_or_else(malformed)
+            }
+            (StartPlan::Resume, Some(c)) => self.resume(&c.info.runtime_id).await,
+            (StartPlan::CompleteObjects, Some(c)) => {
+                let secret = self.inner.store.secret(&object_name(&c.info.runtime_id));
+                self.ensure_objects(&c.record, secret.as_deref(), None).await?;
+                Ok(c.view)
+            }
+            (StartPlan::Return, Some(c)) => Ok(c.view),
+        }
+    }
+
+    async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
+        Ok(self.inner.store.record_for_runtime(runtime_id).and_then(|r| self.view(&r)))
+    }
+
+    async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
+        let record = self.inner.store.record_for_session(&ids::session_hash(session_id));
+        Ok(record.and_then(|r| self.view(&r)))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
+        Ok(self
+            .inner
+            .store
+            .records()
+            .iter()
+            .filter_map(|r| self.view(r))
+            .filter(|r| filter.matches(r.status))
+            .collect())
+    }
+
+    async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
+        let record = self.live_record(runtime_id)?;
+        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
+        let patched = if info.paused {
+            (*record).clone()
+        } else {
+            let patched = self
+                .writer()
+                .patch_record(
+                    &record.name_any(),
+                    json!({
+                        ANNOTATION_PAUSED: "true",
+                        ANNOTATION_PAUSED_AT: jiff::Timestamp::now().to_string(),
+                        ANNOTATION_PAUSE_REASON: reason,
+                    }),
+                )
+                .await?;
+            self.writer().event(
+                &patched,
+                false,
+                "Paused",
+                reason.unwrap_or("paused by a client").to_string(),
+            );
+            patched
+        };
+        self.writer().delete_pods(runtime_id).await?;
+        self.await_cached(&patched).await;
+        tracing::info!(runtime_id, session_id = %info.session_id, "runtime paused");
+        self.view(&patched).ok_or_else(|| BackendError::runtime_not_found(runtime_id))
+    }
+
+    async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let Current { record, info, known, view } = self.current(self.live_record(runtime_id)?)?;
+        match plan_resume(&known) {
+            ResumePlan::AlreadyRunning => return Ok(view),
+            ResumePlan::CredentialsLost => {
+                return Err(BackendError::internal(format!(
+                    "runtime {runtime_id} has lost its secret; stop it and start a new one"
+                )));
+            }
+            ResumePlan::Relaunch => {}
+        }
+        let secret_name = object_name(runtime_id);
+        let rotated = if self.inner.settings.rotate_key_on_resume {
+            let key = ids::new_session_key();
+            let encoded: BTreeMap<&str, String> = crate::runtime::env::SESSION_KEY_VARS
+                .iter()
+                .map(|k| {
+                    (*k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key))
+                })
+                .collect();
+            Some(self.writer().patch_secret_data(&secret_name, json!(encoded)).await?)
+        } else {
+            None
+        };
+        // A new pod generation: the old pod may still be terminating under its own name.
+        self.writer().delete_pods(runtime_id).await?;
+        let generation = info.generation + 1;
+        let patched = self
+            .writer()
+            .patch_record(
+                &record.name_any(),
+                json!({
+                    ANNOTATION_PAUSED: "false",
+                    ANNOTATION_GENERATION: generation.to_string(),
+                    ANNOTATION_PAUSED_AT: null,
+                    ANNOTATION_PAUSE_REASON: null,
+                }),
+            )
+            .await?;
+        self.writer().event(
+            &patched,
+            false,
+            "Resumed",
+            format!("sandbox pod generation {generation}"),
+        );
+        // Only the pod was gone; anything else missing is the orphan sweep's to repair.
+        let (patched_info, owner) = owned_by(&patched)?;
+        let id = Identity {
+            runtime_id: &patched_info.runtime_id,
+            session_hash: &patched_info.session_hash,
+            owner,
+        };
+        self.create_pod(&patched_info, id).await?;
+        if let Some(written) = rotated {
+            store::wait_until(CACHE_CATCH_UP, || {
+                store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)
+            })
+            .await;
+        }
+        self.await_cached(&patched).await;
+        tracing::info!(runtime_id, session_id = %info.session_id, generation, "runtime resumed");
+        self.view(&patched).ok_or_else(|| BackendError::runtime_not_found(runtime_id))
+    }
+
+    async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
+        let record = self
+            .inner
+            .store
+            .record_for_runtime(runtime_id)
+            .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+        let last = self.view(&record).ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+        let name = record.name_any();
+        // The record first: from now on this session starts afresh; then everything it owned,
+        // explicitly (garbage collection would get there too, but later and not when it is off).
+        self.writer().delete::<ConfigMap>("runtime record", &name).await?;
+        self.writer().event(&record, false, "Stopped", format!("runtime {runtime_id} stopped"));
+        let object = object_name(runtime_id);
+        self.writer().delete_pods(runtime_id).await?;
+        self.writer().delete::<Ingress>("ingress", &object).await?;
+        self.writer().delete::<NetworkPolicy>("network policy", &object).await?;
+        self.writer().delete::<Service>("service", &object).await?;
+        self.writer().delete::<Secret>("secret", &object).await?;
+        if self.inner.settings.workspace_storage_size.is_some() {
+            self.writer()
+                .delete::<PersistentVolumeClaim>("workspace claim", &claim_name(runtime_id))
+                .await?;
+        }
+        let uid = record.metadata.uid.clone();
+        store::wait_until(CACHE_CATCH_UP, || {
+            self.inner.store.record(&name).is_none_or(|r| r.metadata.uid != uid)
+        })
+        .await;
+        tracing::info!(runtime_id, session_id = %last.session_id, "runtime stopped");
+        Ok(last.stopped())
+    }
+
+    async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck> {
+        let credentials = self.pull_credentials().await?;
+        let host = registry::parse_image(image).map(|i| i.registry).unwrap_or_default();
+        Ok(self.inner.registry.check(image, credentials.get(&host)).await)
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.inner.store.readiness()
+    }
+
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        self.inner.store.sizes().to_vec()
+    }
+
+    async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
+        let s = &self.inner.settings;
+        let now = jiff::Timestamp::now();
+        Ok(self
+            .inner
+            .store
+            .records()
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter_map(|r| {
+                let info = RecordInfo::parse(r)?;
+                // Reached through the runtime's Service, inside the cluster.
+                let agent_url = format!(
+                    "http://{}.{}.svc:{}",
+                    object_name(&info.runtime_id),
+                    s.namespace,
+                    s.ports.agent
+                );
+                let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
+                Some(Candidate::from_view(self.view(r)?, paused_for, agent_url))
+            })
+            .collect())
+    }
+
+    /// See [`KubernetesBackend::sweep_once`].
+    async fn sweep(&self) -> BackendResult<SweepReport> {
+        self.sweep_once().await
+    }
+}

@@ -1,0 +1,321 @@
+//! The orphan sweep: objects labelled with a runtime id that no record has are deleted, records
+//! whose Secret is gone are removed (the session key cannot be recovered), and records missing
+//! other objects are completed. What to do is a pure function of one snapshot ([`plan`]): sets of
+//! names, so a round is O(N) in the number of objects.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::KubernetesBackend;
+use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
+use crate::runtime::{Backend, BackendResult, SweepReport};
+
+/// The kinds of object a runtime owns besides its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Secret,
+    Pod,
+    Service,
+    Ingress,
+    NetworkPolicy,
+    Claim,
+}
+
+impl Kind {
+    /// The name used in logs and in the `kind` label of the request metric.
+    pub fn what(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Pod => "sandbox pod",
+            Kind::Service => "service",
+            Kind::Ingress => "ingress",
+            Kind::NetworkPolicy => "network policy",
+            Kind::Claim => "workspace claim",
+        }
+    }
+}
+
+/// What the sweep does about one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordAction {
+    /// Its Secret is gone: remove the runtime (by runtime id).
+    RemoveLostSecret(String),
+    /// Some object is missing: recreate (index into the records given to [`plan`]).
+    Repair(usize),
+}
+
+/// One round's work: orphans in the order given, then one action per record that needs one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepPlan {
+    pub orphans: Vec<(Kind, String)>,
+    pub records: Vec<RecordAction>,
+}
+
+/// Decides a sweep round from a snapshot of the records and the objects of every kind. Objects
+/// (and records) younger than `grace` may belong to a start in flight and are left alone;
+/// `claims_expected` says whether runtimes have workspace claims.
+pub fn plan(
+    records: &[&ConfigMap],
+    objects: &[(Kind, &ObjectMeta)],
+    claims_expected: bool,
+    grace: Duration,
+    now: jiff::Timestamp,
+) -> SweepPlan {
+    let old_enough = |meta: &ObjectMeta| {
+        meta.creation_timestamp
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0).unsigned_abs() > grace)
+    };
+    let known: HashSet<&str> = records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+    let present: HashSet<(Kind, &str)> =
+        objects.iter().filter_map(|(kind, meta)| Some((*kind, meta.name.as_deref()?))).collect();
+    let orphans = objects
+        .iter()
+        .filter(|(_, meta)| meta.deletion_timestamp.is_none() && old_enough(meta))
+        .filter(|(_, meta)| runtime_id_of(meta).is_some_and(|id| !known.contains(id)))
+        .filter_map(|(kind, meta)| Some((*kind, meta.name.clone()?)))
+        .collect();
+    let mut actions = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        if record.metadata.deletion_timestamp.is_some() || !old_enough(&record.metadata) {
+            continue;
+        }
+        let Some(info) = RecordInfo::parse(record) else { continue };
+        let has = |kind: Kind, name: &str| present.contains(&(kind, name));
+        let object = object_name(&info.runtime_id);
+        if !has(Kind::Secret, &object) {
+            actions.push(RecordAction::RemoveLostSecret(info.runtime_id));
+            continue;
+        }
+        let missing = (!info.paused
+            && !has(Kind::Pod, &pod_name(&info.runtime_id, info.generation)))
+            || !has(Kind::Service, &object)
+            || !has(Kind::Ingress, &object)
+            || !has(Kind::NetworkPolicy, &object)
+            || (claims_expected && !has(Kind::Claim, &claim_name(&info.runtime_id)));
+        if missing {
+            actions.push(RecordAction::Repair(i));
+        }
+    }
+    SweepPlan { orphans, records: actions }
+}
+
+impl KubernetesBackend {
+    /// One sweep round: a snapshot (the cache for records, Secrets and pods; a list request for
+    /// the kinds it does not hold), the [`plan`], then its execution.
+    pub(super) async fn sweep_once(&self) -> BackendResult<SweepReport> {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let writer = self.writer();
+        let records = store.records();
+        let (secrets, pods) = (store.secrets(), store.pods());
+        let services: Vec<Service> = writer.list_managed("services").await?;
+        let ingresses: Vec<Ingress> = writer.list_managed("ingresses").await?;
+        let policies: Vec<NetworkPolicy> = writer.list_managed("network policies").await?;
+        let claims_expected = s.workspace_storage_size.is_some();
+        let claims: Vec<PersistentVolumeClaim> =
+            if claims_expected { writer.list_managed("claims").await? } else { Vec::new() };
+
+        let mut objects: Vec<(Kind, &ObjectMeta)> = Vec::new();
+        objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.metadata)));
+        objects.extend(pods.iter().map(|o| (Kind::Pod, &o.metadata)));
+        objects.extend(services.iter().map(|o| (Kind::Service, &o.metadata)));
+        objects.extend(ingresses.iter().map(|o| (Kind::Ingress, &o.metadata)));
+        objects.extend(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)));
+        objects.extend(claims.iter().map(|o| (Kind::Claim, &o.metadata)));
+        let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
+        let plan =
+            plan(&record_refs, &objects, claims_expected, s.orphan_grace, jiff::Timestamp::now());
+
+        let mut report = SweepReport::default();
+        for (kind, name) in &plan.orphans {
+            tracing::info!(kind = kind.what(), name = %name, "deleting an orphaned object");
+            self.delete_object(*kind, name).await?;
+            report.orphans_deleted += 1;
+        }
+        for action in plan.records {
+            match action {
+                RecordAction::RemoveLostSecret(runtime_id) => {
+                    tracing::warn!(%runtime_id, "removing a runtime whose secret is gone");
+                    self.stop(&runtime_id).await?;
+                    report.orphans_deleted += 1;
+                }
+                RecordAction::Repair(i) => {
+                    let record = &records[i];
+                    let secret = runtime_id_of(&record.metadata)
+                        .and_then(|id| store.secret(&object_name(id)));
+                    tracing::info!(
+                        runtime_id = runtime_id_of(&record.metadata),
+                        "recreating missing objects of a runtime"
+                    );
+                    self.ensure_objects(record, secret.as_deref(), None).await?;
+                    writer.event(record, true, "Repaired", "recreated missing objects".into());
+                    report.repaired += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn delete_object(&self, kind: Kind, name: &str) -> BackendResult<()> {
+        let (writer, what) = (self.writer(), kind.what());
+        match kind {
+            Kind::Secret => writer.delete::<Secret>(what, name).await,
+            Kind::Pod => writer.delete::<Pod>(what, name).await,
+            Kind::Service => writer.delete::<Service>(what, name).await,
+            Kind::Ingress => writer.delete::<Ingress>(what, name).await,
+            Kind::NetworkPolicy => writer.delete::<NetworkPolicy>(what, name).await,
+            Kind::Claim => writer.delete::<PersistentVolumeClaim>(what, name).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::backend::kubernetes::record::{self, ANNOTATION_PAUSED, LABEL_RUNTIME_ID};
+    use crate::runtime::{Command, RuntimeSpec};
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    fn now() -> jiff::Timestamp {
+        "2026-01-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn aged(meta: &mut ObjectMeta, seconds: i64) {
+        meta.creation_timestamp = Some(Time(now() - jiff::SignedDuration::from_secs(seconds)));
+    }
+
+    fn record(runtime_id: &str, age: i64, paused: bool) -> ConfigMap {
+        let spec = RuntimeSpec {
+            session_id: format!("session-{runtime_id}"),
+            image: "img".into(),
+            command: Command::ImageDefault,
+            working_dir: None,
+            environment: Default::default(),
+            resource_factor: 1.0,
+            runtime_class: None,
+            run_as_user: None,
+            run_as_group: None,
+            fs_group: None,
+            image_pull_policy: None,
+        };
+        let mut r = record::record("ns", runtime_id, runtime_id, &spec, "t");
+        aged(&mut r.metadata, age);
+        r.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_PAUSED.into(), paused.to_string());
+        r
+    }
+
+    fn object(name: String, runtime_id: &str, age: i64) -> ObjectMeta {
+        let mut meta = ObjectMeta {
+            name: Some(name),
+            labels: Some([(LABEL_RUNTIME_ID.to_string(), runtime_id.to_string())].into()),
+            ..Default::default()
+        };
+        aged(&mut meta, age);
+        meta
+    }
+
+    /// Every object of a complete runtime, pod generation 1.
+    fn complete(runtime_id: &str, age: i64, claim: bool) -> Vec<(Kind, ObjectMeta)> {
+        let o = object_name(runtime_id);
+        let mut all = vec![
+            (Kind::Secret, object(o.clone(), runtime_id, age)),
+            (Kind::Pod, object(pod_name(runtime_id, 1), runtime_id, age)),
+            (Kind::Service, object(o.clone(), runtime_id, age)),
+            (Kind::Ingress, object(o.clone(), runtime_id, age)),
+            (Kind::NetworkPolicy, object(o, runtime_id, age)),
+        ];
+        if claim {
+            all.push((Kind::Claim, object(claim_name(runtime_id), runtime_id, age)));
+        }
+        all
+    }
+
+    fn run(records: &[ConfigMap], objects: &[(Kind, ObjectMeta)], claims: bool) -> SweepPlan {
+        let records: Vec<&ConfigMap> = records.iter().collect();
+        let objects: Vec<(Kind, &ObjectMeta)> = objects.iter().map(|(k, m)| (*k, m)).collect();
+        plan(&records, &objects, claims, GRACE, now())
+    }
+
+    #[test]
+    fn complete_runtimes_need_nothing() {
+        let objects = [complete("a", 600, true), complete("b", 600, true)].concat();
+        let records = [record("a", 600, false), record("b", 600, false)];
+        assert_eq!(run(&records, &objects, true), SweepPlan::default());
+    }
+
+    #[test]
+    fn old_objects_without_a_record_are_orphans_young_or_deleting_ones_are_not() {
+        let mut objects = complete("gone", 600, false);
+        objects.extend(complete("young", 10, false));
+        let mut deleting = object(object_name("leaving"), "leaving", 600);
+        deleting.deletion_timestamp = Some(Time(now()));
+        objects.push((Kind::Service, deleting));
+        let plan = run(&[], &objects, false);
+        let orphans: Vec<(Kind, &str)> =
+            plan.orphans.iter().map(|(k, n)| (*k, n.as_str())).collect();
+        let gone = object_name("gone");
+        let pod = pod_name("gone", 1);
+        assert_eq!(
+            orphans,
+            [
+                (Kind::Secret, gone.as_str()),
+                (Kind::Pod, pod.as_str()),
+                (Kind::Service, gone.as_str()),
+                (Kind::Ingress, gone.as_str()),
+                (Kind::NetworkPolicy, gone.as_str()),
+            ]
+        );
+        assert!(plan.records.is_empty());
+    }
+
+    #[test]
+    fn a_record_without_its_secret_is_removed_and_one_missing_an_object_is_repaired() {
+        let mut objects: Vec<(Kind, ObjectMeta)> =
+            complete("lost", 600, false).into_iter().filter(|(k, _)| *k != Kind::Secret).collect();
+        objects.extend(
+            complete("no-ingress", 600, false).into_iter().filter(|(k, _)| *k != Kind::Ingress),
+        );
+        let records = [record("lost", 600, false), record("no-ingress", 600, false)];
+        assert_eq!(
+            run(&records, &objects, false).records,
+            [RecordAction::RemoveLostSecret("lost".into()), RecordAction::Repair(1)]
+        );
+    }
+
+    #[test]
+    fn paused_runtimes_need_no_pod_and_claims_count_only_when_configured() {
+        let objects: Vec<(Kind, ObjectMeta)> =
+            complete("p", 600, false).into_iter().filter(|(k, _)| *k != Kind::Pod).collect();
+        assert!(run(&[record("p", 600, true)], &objects, false).records.is_empty());
+        assert_eq!(
+            run(&[record("p", 600, false)], &objects, false).records,
+            [RecordAction::Repair(0)]
+        );
+        assert_eq!(
+            run(&[record("p", 600, true)], &objects, true).records,
+            [RecordAction::Repair(0)]
+        );
+    }
+
+    #[test]
+    fn young_and_deleting_records_are_left_alone() {
+        let mut leaving = record("leaving", 600, false);
+        leaving.metadata.deletion_timestamp = Some(Time(now()));
+        let records = [record("young", 10, false), leaving];
+        let plan = run(&records, &[], false);
+        assert_eq!(plan, SweepPlan::default());
+    }
+}

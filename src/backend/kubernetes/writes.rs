@@ -1,0 +1,215 @@
+//! The only code that sends requests to the API server: creates, patches and deletes (each one
+//! counted in `runtime_api_kube_requests_total`), Events, and the two reads that cannot come from
+//! the cache (the orphan sweep's lists of uncached kinds, pull secrets for `/image_exists`).
+//! Kubernetes failures become [`BackendError`]s here and nowhere else.
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::record::{managed_selector, runtime_selector};
+use crate::runtime::{BackendError, BackendResult};
+use crate::telemetry::Metrics;
+
+/// Maps Kubernetes API failures to the service's error kinds, keeping the failure as the source.
+pub fn kube_error(context: &str, e: kube::Error) -> BackendError {
+    let mapped = match &e {
+        kube::Error::Api(status) => {
+            let message = format!("{context}: {} ({})", status.message, status.reason);
+            match status.code {
+                403 => {
+                    BackendError::forbidden(format!("{message}; check the service account's Role"))
+                }
+                404 => BackendError::not_found(message),
+                409 => BackendError::conflict(message),
+                400 | 422 => BackendError::invalid(message),
+                429 | 500..=599 => BackendError::unavailable(message),
+                _ => BackendError::internal(message),
+            }
+        }
+        _ => {
+            BackendError::unavailable(format!("{context}: the Kubernetes API is unreachable: {e}"))
+        }
+    };
+    mapped.with_source(e)
+}
+
+fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// What creating a record found: a new record, or one already there (another replica or request
+/// created this session's runtime first).
+pub enum Created {
+    New(Box<ConfigMap>),
+    AlreadyExists,
+}
+
+/// The API server, as this backend uses it: one namespace, counted requests, mapped errors.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+    namespace: String,
+    metrics: Metrics,
+    recorder: Recorder,
+}
+
+impl Writer {
+    pub fn new(client: Client, namespace: &str, metrics: Metrics, identity: &str) -> Writer {
+        let reporter =
+            Reporter { controller: "runtime-api".into(), instance: Some(identity.to_string()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Writer { client, namespace: namespace.to_string(), metrics, recorder }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn count<T>(&self, verb: &str, what: &str, result: &Result<T, kube::Error>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => api_code(e).map_or_else(|| "unreachable".to_string(), |c| c.to_string()),
+        };
+        self.metrics.kube_request(verb, what, &outcome);
+    }
+
+    /// Creates the record of a new runtime.
+    pub async fn create_record(&self, record: &ConfigMap) -> BackendResult<Created> {
+        let result = self.api::<ConfigMap>().create(&PostParams::default(), record).await;
+        self.count("create", "runtime record", &result);
+        match result {
+            Ok(created) => Ok(Created::New(Box::new(created))),
+            Err(e) if api_code(&e) == Some(409) => Ok(Created::AlreadyExists),
+            Err(e) => Err(kube_error("creating the runtime record", e)),
+        }
+    }
+
+    /// Reads a record from the API server (after a conflict: the cache may not have it yet).
+    pub async fn get_record(&self, name: &str) -> BackendResult<ConfigMap> {
+        self.api::<ConfigMap>()
+            .get(name)
+            .await
+            .map_err(|e| kube_error("reading the runtime record", e))
+    }
+
+    /// Creates an object, treating AlreadyExists as success (completing a half-created runtime).
+    pub async fn create<K>(&self, what: &str, obj: &K) -> BackendResult<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let result = self.api::<K>().create(&PostParams::default(), obj).await;
+        self.count("create", what, &result);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(kube_error(&format!("creating the {what}"), e)),
+        }
+    }
+
+    /// Deletes an object, treating NotFound as success.
+    pub async fn delete<K>(&self, what: &str, name: &str) -> BackendResult<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let result = self.api::<K>().delete(name, &DeleteParams::background()).await;
+        self.count("delete", what, &result);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(kube_error(&format!("deleting the {what}"), e)),
+        }
+    }
+
+    /// Deletes every pod of a runtime, whatever its generation.
+    pub async fn delete_pods(&self, runtime_id: &str) -> BackendResult<()> {
+        let params = ListParams::default().labels(&runtime_selector(runtime_id));
+        let result =
+            self.api::<Pod>().delete_collection(&DeleteParams::background(), &params).await;
+        self.count("deletecollection", "sandbox pod", &result);
+        result.map(|_| ()).map_err(|e| kube_error("deleting the sandbox pods", e))
+    }
+
+    /// Merges `annotations` into a record's annotations (`null` removes one).
+    pub async fn patch_record(
+        &self,
+        name: &str,
+        annotations: serde_json::Value,
+    ) -> BackendResult<ConfigMap> {
+        let patch = Patch::Merge(json!({"metadata": {"annotations": annotations}}));
+        let result = self.api::<ConfigMap>().patch(name, &PatchParams::default(), &patch).await;
+        self.count("patch", "runtime record", &result);
+        result.map_err(|e| kube_error("updating the runtime record", e))
+    }
+
+    /// Merges base64-encoded `data` into a Secret.
+    pub async fn patch_secret_data(
+        &self,
+        name: &str,
+        data: serde_json::Value,
+    ) -> BackendResult<Secret> {
+        let patch = Patch::Merge(json!({ "data": data }));
+        let result = self.api::<Secret>().patch(name, &PatchParams::default(), &patch).await;
+        self.count("patch", "secret", &result);
+        result.map_err(|e| kube_error("rotating the session key", e))
+    }
+
+    /// Every object of a kind this service manages (for kinds the cache does not hold).
+    pub async fn list_managed<K>(&self, what: &str) -> BackendResult<Vec<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let params = ListParams::default().labels(&managed_selector(None));
+        let list = self.api::<K>().list(&params).await;
+        Ok(list.map_err(|e| kube_error(&format!("listing {what}"), e))?.items)
+    }
+
+    /// A Secret this service does not manage (an image pull secret), if it exists.
+    pub async fn foreign_secret(&self, name: &str) -> BackendResult<Option<Secret>> {
+        self.api::<Secret>()
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_error(&format!("reading the pull secret {name}"), e))
+    }
+
+    /// Records a Kubernetes Event on the runtime's record, in the background (events are for
+    /// humans; they must not slow requests down or fail them).
+    pub fn event(&self, record: &ConfigMap, warning: bool, reason: &str, note: String) {
+        if record.metadata.uid.is_none() {
+            return;
+        }
+        let reference = record.object_ref(&());
+        let recorder = self.recorder.clone();
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "could not record an event");
+            }
+        });
+    }
+}

@@ -1,0 +1,100 @@
+//! Parsers for the settings that are not plain strings or numbers: comma lists, `key=value`
+//! maps, and Kubernetes CPU and memory quantities. Used as clap value parsers, so a bad value is
+//! reported at start-up, naming its variable, and the rest of the service only sees typed values.
+
+use std::collections::BTreeMap;
+
+/// A comma list: `a,b , c` -> `["a", "b", "c"]` (empty entries dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct List(pub Vec<String>);
+
+/// `k=v,k2=v2` as a map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Map(pub BTreeMap<String, String>);
+
+pub fn list(s: &str) -> Result<List, String> {
+    Ok(List(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
+}
+
+/// An entry without `=` (or with an empty key) is an error.
+pub fn map(s: &str) -> Result<Map, String> {
+    let List(entries) = list(s)?;
+    let pairs = entries.into_iter().map(|kv| match kv.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected key=value, got {kv:?}")),
+    });
+    Ok(Map(pairs.collect::<Result<_, _>>()?))
+}
+
+/// `"1"`, `"1.5"`, `"500m"` -> millicores.
+pub fn millicores(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let value = match s.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().map_err(|_| format!("invalid CPU quantity {s:?}"))?,
+        None => s.parse::<f64>().map_err(|_| format!("invalid CPU quantity {s:?}"))? * 1000.0,
+    };
+    positive(value, s)
+}
+
+/// `"2Gi"`, `"512Mi"`, `"1G"`, `"1048576"` -> bytes.
+pub fn bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    const SUFFIXES: [(&str, f64); 10] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let (number, multiplier) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, mult)| s.strip_suffix(suffix).map(|n| (n, *mult)))
+        .unwrap_or((s, 1.0));
+    let value =
+        number.parse::<f64>().map_err(|_| format!("invalid memory quantity {s:?}"))? * multiplier;
+    positive(value, s)
+}
+
+fn positive(value: f64, original: &str) -> Result<u64, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value.round() as u64)
+    } else {
+        Err(format!("quantity {original:?} must be positive"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_maps() {
+        assert_eq!(list(" a, ,b ").unwrap().0, ["a", "b"]);
+        let m = map("x=1, y = two,z=").unwrap().0;
+        assert_eq!(m["x"], "1");
+        assert_eq!(m["y"], "two");
+        assert_eq!(m["z"], "");
+        assert!(map("novalue").is_err());
+        assert!(map("=v").is_err());
+        assert!(map("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn parses_cpu_and_memory() {
+        assert_eq!(millicores("1"), Ok(1000));
+        assert_eq!(millicores("1.5"), Ok(1500));
+        assert_eq!(millicores("250m"), Ok(250));
+        assert!(millicores("lots").is_err());
+        assert!(millicores("0").is_err());
+        assert_eq!(bytes("2Gi"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(bytes("512Mi"), Ok(512 * 1024 * 1024));
+        assert_eq!(bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(bytes("1000"), Ok(1000));
+        assert!(bytes("2Zi").is_err());
+    }
+}
