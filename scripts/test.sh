@@ -16,6 +16,20 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go is required (for the test control plane)" >&2; exit 1; }
 
+# Debian packages, installed first and in one go (apt-get holds a lock: the background builds
+# below must not race it): a CNCF distribution registry for the /image_exists tests, and what the
+# real node and its images need (scripts/lib/real-node.sh, scripts/images.sh).
+PACKAGES=(docker-registry runc containernetworking-plugins nftables iproute2 socat bind9-dnsutils
+    umoci skopeo debootstrap binutils)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if ((${#missing[@]})); then
+    step "Installing Debian packages: ${missing[*]}"
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
+        || { $SUDO apt-get update >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
+fi
+
 # The Go binaries and the container images take minutes on a cold machine and do not need the
 # Rust build: start them now, beside it (their downloads overlap the compiles). `cluster.sh up`
 # waits on their locks and reports their failures; the logs stay in the cache.
@@ -29,14 +43,6 @@ trap 'kill $PREBUILD_CLUSTER $PREBUILD_IMAGES 2>/dev/null || true' EXIT
 step "Rust: formatting (rustfmt.toml) and lints, first"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-
-# A CNCF distribution registry for the /image_exists tests, from Debian's packages.
-if ! command -v docker-registry >/dev/null; then
-    step "Installing docker-registry (Debian package)"
-    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry >&2 \
-        || { $SUDO apt-get update >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry >&2; }
-fi
 
 step "Rust: build, unit tests, API tests over a real socket"
 cargo build --locked --all-targets
