@@ -23,10 +23,14 @@ RUN_DIR="${CLUSTER_RUN_DIR:-${TMPDIR:-/tmp}/runtime-api-cluster-$(id -u)}"
     /var/run/netns "$HOME/.kube" "$RUN_DIR"; do
     [[ -e $p ]] && echo "path $p"
   done
+  # Processes of this cluster: its binaries, runc, socat and the registry, with the run dir or the
+  # node address in their command line (another cluster on the machine is not ours to count).
+  node_ip="${CLUSTER_NODE_SUBNET:-10.250.0.0/24}"; node_ip="${node_ip%.*/*}.1"
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     case $exe in
-      */runtime-api/cluster/bin-*/* | */runc | */socat | */docker-registry) echo "process $exe" ;;
+      */runtime-api/cluster/bin-*/* | */runc | */socat | */docker-registry)
+        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -e "$RUN_DIR" -e "$node_ip" && echo "process $exe" ;;
     esac
   done
 } | sort
