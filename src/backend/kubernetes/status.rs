@@ -1,7 +1,7 @@
 //! From a pod as the cluster reports it to the contract's `status`, `pod_status`, restarts and a
 //! detail a human can act on. Pure, so every case is a unit test.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::runtime::{PodStatus, Status};
 
@@ -28,6 +28,19 @@ const FATAL_WAITING: [&str; 5] = [
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+fn crash_loop(c: &ContainerStatus, exit: Option<&ContainerStateTerminated>) -> Observed {
+    let detail = match exit {
+        Some(t) => format!(
+            "CrashLoopBackOff: the agent server exited with code {} ({}), restarted {} times",
+            t.exit_code,
+            t.reason.as_deref().unwrap_or("Error"),
+            c.restart_count
+        ),
+        None => format!("CrashLoopBackOff: restarted {} times", c.restart_count),
+    };
+    Observed::new(Status::Error, PodStatus::CrashLoopBackOff, Some(detail))
+}
 
 pub fn observe(paused: bool, pod: Option<&Pod>) -> Observed {
     if paused {
@@ -74,16 +87,17 @@ fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
 
     if let Some((c, "CrashLoopBackOff", _)) = waiting {
         let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
-        let detail = match last {
-            Some(t) => format!(
-                "CrashLoopBackOff: the agent server exited with code {} ({}), restarted {} times",
-                t.exit_code,
-                t.reason.as_deref().unwrap_or("Error"),
-                c.restart_count
-            ),
-            None => format!("CrashLoopBackOff: restarted {} times", c.restart_count),
-        };
-        return Observed::new(Status::Error, PodStatus::CrashLoopBackOff, Some(detail));
+        return crash_loop(c, last);
+    }
+    // Between two restarts a real kubelet (1.36) mostly reports the container's last `terminated`
+    // state instead of `waiting: CrashLoopBackOff`: it requeues the pod for the end of the
+    // back-off. Exited after at least one restart is a crash loop all the same.
+    let exited_again = containers.iter().find_map(|c| {
+        let t = c.state.as_ref()?.terminated.as_ref()?;
+        (c.restart_count > 0).then_some((c, t))
+    });
+    if let Some((c, t)) = exited_again {
+        return crash_loop(c, Some(t));
     }
     if let Some((_, reason, message)) = waiting.filter(|(_, r, _)| FATAL_WAITING.contains(r)) {
         let detail =
@@ -189,6 +203,36 @@ mod tests {
         );
         assert_eq!(o.restart_count, 4);
         assert_eq!(o.restart_reasons, ["OOMKilled (exit code 137)"]);
+    }
+
+    /// What kubelet 1.36 on the test cluster's real node reports for a container that exits 3 at
+    /// every start: during each back-off the state stays `terminated` (the kubelet requeues the
+    /// pod for the end of the back-off), so `waiting: CrashLoopBackOff` is rarely seen.
+    #[test]
+    fn crash_loop_seen_as_terminated_between_restarts_is_an_error() {
+        let p = pod(
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+              "started": false,
+              "state": {"terminated": {"exitCode": 3, "reason": "Error",
+                "startedAt": "2026-11-29T23:33:26Z", "finishedAt": "2026-11-29T23:33:26Z"}},
+              "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
+        );
+        let o = observe(false, Some(&p));
+        assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::CrashLoopBackOff));
+        let detail = o.detail.unwrap();
+        assert!(detail.contains("code 3") && detail.contains("3 times"), "{detail}");
+    }
+
+    #[test]
+    fn a_first_exit_before_any_restart_is_still_starting() {
+        let p = pod(
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+              "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+        );
+        let o = observe(false, Some(&p));
+        assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Running));
     }
 
     #[test]
