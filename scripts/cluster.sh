@@ -41,8 +41,9 @@ HOST=127.0.0.1
 RECIPE=4
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=cluster
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 
 # shellcheck source=lib/real-node.sh
 source "$ROOT/scripts/lib/real-node.sh"

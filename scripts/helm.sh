@@ -15,8 +15,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MOD="$ROOT/tools/helm"
 CACHE="${RUNTIME_API_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runtime-api/tools}"
 
-log() { printf '[helm] %s\n' "$*" >&2; }
-die() { printf '[helm] ERROR: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=helm
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 
 # Versions from go.mod (no network needed for this).
 modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$MOD/go.mod"; }

@@ -31,38 +31,15 @@ NONROOT_UID=65532
 # Bump when a recipe below changes (part of every image's cache key).
 RECIPE=1
 
-log() { printf '[images] %s\n' "$*" >&2; }
-die() { printf '[images] ERROR: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [[ $(id -u) == 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "root is needed to run: $*"; fi
-}
+LOG_TAG=images
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 
 # need_tools CMD=PACKAGE...: install the Debian packages of the commands that are missing.
 need_tools() {
-  local pair missing=()
-  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}"); done
-  ((${#missing[@]} == 0)) && return 0
-  log "installing Debian packages: ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
-    || { as_root apt-get update >&2 \
-      && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; } \
-    || die "apt-get install ${missing[*]} failed"
-}
-
-# The Debian mirror this machine's apt uses (debootstrap fetches trixie from the same host).
-debian_mirror() {
-  local uri=""
-  if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-    uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [[ -z $uri && -f /etc/apt/sources.list ]]; then
-    uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/ && $i !~ /security/) { print $i; exit } }' \
-      /etc/apt/sources.list)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
+  local pair packages=()
+  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || packages+=("${pair#*=}"); done
+  ((${#packages[@]} == 0)) || apt_install "${packages[@]}"
 }
 
 # The openhands-agent-server version the e2e tests pin.

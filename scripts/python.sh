@@ -27,8 +27,9 @@ CON="$ROOT/tests/e2e/constraints.txt"
 JOBS="${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 REQUIRED_MODULES="ssl sqlite3 ctypes zlib bz2 lzma _hashlib _decimal readline"
 
-log() { printf '[python.sh] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOG_TAG=python.sh
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 now() { date +%s; }
 
 python_ok() {
@@ -40,39 +41,12 @@ assert sys.version_info[:2] == tuple(int(x) for x in '$PY_SERIES'.split('.'))
 " >/dev/null 2>&1
 }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $*"; fi
-}
-
-# Debian mirror host used by this machine (same host for the deb-src line).
-debian_mirror() {
-    local uri=""
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        uri="$(awk '/^URIs:/ {for (i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' \
-            /etc/apt/sources.list.d/debian.sources)"
-    fi
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri="$(awk '$1 ~ /^deb(-src)?$/ {for (i=2;i<=NF;i++) if ($i ~ /^https?:/ && $i !~ /security/) {print $i; exit}}' \
-            /etc/apt/sources.list)"
-    fi
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
 ensure_build_deps() {
     # dev package -> module it enables
     local pkgs="build-essential pkg-config libssl-dev libsqlite3-dev libffi-dev zlib1g-dev libbz2-dev
                 liblzma-dev libreadline-dev libncurses-dev uuid-dev xz-utils"
-    local missing=() p
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing missing build dependencies: ${missing[*]}"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
-          || { as_root apt-get update >&2 && \
-               as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
-    fi
+    # shellcheck disable=SC2086
+    apt_install $pkgs
 }
 
 fetch_source() {

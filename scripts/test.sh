@@ -11,6 +11,9 @@ cd "$ROOT"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/runtime-api/target}"
 export RUNTIME_API_BIN="$CARGO_TARGET_DIR/debug/runtime-api"
+LOG_TAG=test.sh
+# shellcheck source=lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
@@ -21,14 +24,7 @@ command -v go >/dev/null || { echo "go is required (for the test control plane)"
 # real node and its images need (scripts/lib/real-node.sh, scripts/images.sh).
 PACKAGES=(docker-registry runc containernetworking-plugins nftables iproute2 socat bind9-dnsutils
     umoci skopeo debootstrap binutils)
-missing=()
-for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-if ((${#missing[@]})); then
-    step "Installing Debian packages: ${missing[*]}"
-    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
-        || { $SUDO apt-get update >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
-fi
+apt_install "${PACKAGES[@]}"
 
 # The Go binaries and the container images take minutes on a cold machine and do not need the
 # Rust build: start them now, beside it (their downloads overlap the compiles). `cluster.sh up`

@@ -44,14 +44,10 @@ real_node() { [[ $REAL_NODE == 1 ]]; }
 ND() { echo "$RUN_DIR/node"; }
 
 node_install_packages() {
-  local pair missing=()
-  for pair in "${NODE_PACKAGES[@]}"; do command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}"); done
-  [[ -d /usr/lib/cni ]] && [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
-  ((${#missing[@]} == 0)) && return 0
-  log "installing Debian packages for the real node: ${missing[*]}"
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
-    || { apt-get update >&2 && env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; } \
-    || die "apt-get install ${missing[*]} failed"
+  local pair packages=()
+  for pair in "${NODE_PACKAGES[@]}"; do command -v "${pair%%=*}" >/dev/null || packages+=("${pair#*=}"); done
+  [[ -x /usr/lib/cni/bridge ]] || packages+=(containernetworking-plugins)
+  ((${#packages[@]} == 0)) || apt_install "${packages[@]}"
 }
 
 node_preflight() {
