@@ -308,10 +308,23 @@ http:
 EOF
 }
 
+# binding NAME CLUSTERROLE USER: a ClusterRoleBinding document.
+binding() {
+  cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "$1"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "$2"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "$3"}]
+EOF
+}
+
 # Cluster objects the node's components need: CoreDNS's and the provisioner's RBAC, the
 # node-local StorageClass.
 node_objects() {
-  kubectl_ apply -f - >>"$RUN_DIR/logs/kubectl.log" 2>&1 <<EOF || fail kubectl "creating the real node's RBAC and StorageClass"
+  {
+    cat <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: "system:coredns"}
@@ -322,18 +335,6 @@ rules:
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "system:coredns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "runtime-api:local-provisioner"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:persistent-volume-provisioner"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:local-provisioner"}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -349,12 +350,6 @@ rules:
   resources: [events]
   verbs: [create, patch, update]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "runtime-api:local-provisioner-extra"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "runtime-api:local-provisioner-extra"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:local-provisioner"}]
----
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: $NODE_STORAGE_CLASS}
@@ -362,6 +357,10 @@ provisioner: runtime-api.test/local
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
 EOF
+    binding system:coredns system:coredns system:coredns
+    binding runtime-api:local-provisioner system:persistent-volume-provisioner system:local-provisioner
+    binding runtime-api:local-provisioner-extra runtime-api:local-provisioner-extra system:local-provisioner
+  } | kubectl_ apply -f - >>"$RUN_DIR/logs/kubectl.log" 2>&1 || fail kubectl "creating the real node's RBAC and StorageClass"
 }
 
 # -------------------------------------------------------------------- images ----

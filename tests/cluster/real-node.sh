@@ -23,8 +23,6 @@ REGISTRY=${RUNTIME_API_REGISTRY:-127.0.0.1:15000}
 STORAGE_CLASS=${RUNTIME_API_NODE_STORAGE_CLASS:-node-local}
 NS="real-$$-$RANDOM"
 TMP=$(mktemp -d)
-FAILED=0
-PASSED=0
 
 cleanup() {
   kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
@@ -32,18 +30,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s\n' "$1"; }
-fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %s\n' "$1"; [[ -n ${2:-} ]] && printf '      %s\n' "$2"; return 0; }
-check() { local d=$1; shift; if out=$("$@" 2>&1); then pass "$d"; else fail "$d" "$out"; fi; }
-eventually() {
-  local timeout=$1 d=$2; shift 2
-  local deadline=$((SECONDS + timeout)) out
-  while :; do
-    if out=$("$@" 2>&1); then pass "$d"; return 0; fi
-    if ((SECONDS >= deadline)); then fail "$d (after ${timeout}s)" "$out"; return 1; fi
-    sleep 1
-  done
-}
+# shellcheck source=checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 field() { kubectl get "pod/$1" -n "$NS" -o jsonpath="$2"; }
 
 # pod NAME [extra spec lines...]: a pod pinned to the real node; the caller's lines go under the

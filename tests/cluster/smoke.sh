@@ -17,8 +17,6 @@ NS="smoke-$$-$RANDOM"
 OTHER_NS="$NS-other"
 STAGE_LABEL="kwok.runtime-api/stage"
 TMP=$(mktemp -d)
-FAILED=0
-PASSED=0
 
 cleanup() {
   kubectl delete namespace "$NS" "$OTHER_NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
@@ -26,22 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s\n' "$1"; }
-fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %s\n' "$1"; [[ -n ${2:-} ]] && printf '      %s\n' "$2"; return 0; }
-
-# check DESCRIPTION COMMAND...: run once.
-check() { local d=$1; shift; if out=$("$@" 2>&1); then pass "$d"; else fail "$d" "$out"; fi; }
-
-# eventually TIMEOUT DESCRIPTION COMMAND...: retry every second until it succeeds.
-eventually() {
-  local timeout=$1 d=$2; shift 2
-  local deadline=$((SECONDS + timeout)) out
-  while :; do
-    if out=$("$@" 2>&1); then pass "$d"; return 0; fi
-    if ((SECONDS >= deadline)); then fail "$d (after ${timeout}s)" "$out"; return 1; fi
-    sleep 1
-  done
-}
+# shellcheck source=checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # Admin credentials for curl, taken from the kubeconfig.
 SERVER=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
