@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -94,14 +95,50 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// Counts requests by route template (never the raw path: ids would explode cardinality).
+/// Route templates of the API: the only values the `route` label takes besides `other`.
+const ROUTES: [&str; 16] = [
+    "/start",
+    "/stop",
+    "/pause",
+    "/resume",
+    "/list",
+    "/runtime/{runtime_id}",
+    "/sessions/batch",
+    "/sessions/{session_id}",
+    "/registry_prefix",
+    "/image_exists",
+    "/build",
+    "/build_status",
+    "/health",
+    "/livez",
+    "/readyz",
+    "/metrics",
+];
+
+/// The `route` label: a route template of this API, or `other` (unknown paths must not mint
+/// label values: each new one would grow the metrics page forever).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    matched.and_then(|m| ROUTES.iter().find(|r| **r == m).copied()).unwrap_or("other")
+}
+
+/// The `method` label: a standard method, or `other` (HTTP allows any token as a method).
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 7] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", Method::as_str)
+}
+
+/// Counts requests by method and route template, both from fixed sets.
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let route = route_label(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -109,11 +146,15 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            method,
-            route: route.clone(),
+            method: method.into(),
+            route: route.into(),
             code: response.status().as_u16(),
         })
         .inc();
-    state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed);
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route: route.into() })
+        .observe(elapsed);
     response
 }

@@ -379,3 +379,62 @@ async fn metrics_count_requests_by_route_template_and_runtimes_by_status() {
     assert!(text.contains("runtime_api_runtimes{status=\"running\"} 1"), "{text}");
     assert!(text.contains("runtime_api_runtimes{status=\"paused\"} 0"), "{text}");
 }
+
+async fn metrics_page(app: &Router) -> String {
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Odd methods and paths, each one different: what a hostile client sends to mint label values.
+async fn odd_requests(app: &Router, range: std::ops::Range<usize>) {
+    for i in range {
+        let method = Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let (method, uri) = match i % 4 {
+            0 => (method, "/health".to_string()),
+            1 => (method, format!("/nope/{i}")),
+            2 => (Method::GET, format!("/runtime/{i}%FF")),
+            _ => (Method::GET, format!("/x{i}?q={i}")),
+        };
+        let req = Request::builder().method(method).uri(uri).header("x-api-key", KEY);
+        app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths_do_not_grow_the_metrics_page() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    odd_requests(&app, 0..100).await;
+    let series = |page: &str| -> Vec<String> {
+        let mut all: Vec<String> =
+            page.lines().filter_map(|l| l.rsplit_once(' ')).map(|(s, _)| s.into()).collect();
+        all.sort();
+        all
+    };
+    metrics_page(&app).await; // the scrape itself is counted from the second one on
+    let early = metrics_page(&app).await;
+    odd_requests(&app, 100..10_000).await;
+    let page = metrics_page(&app).await;
+    eprintln!(
+        "metrics page: {} bytes after 100 odd requests, {} after 10,000",
+        early.len(),
+        page.len()
+    );
+    // Only counter values grow, never the set of series.
+    assert_eq!(series(&early), series(&page));
+    assert!(page.len() < 16 * 1024, "{} bytes:\n{page}", page.len());
+    assert!(page.contains("method=\"other\",route=\"/health\",code=\"405\""), "{page}");
+    assert!(page.contains("method=\"other\",route=\"other\",code=\"404\""), "{page}");
+    assert!(!page.contains("M99X") && !page.contains("/x9"), "{page}");
+}
+
+#[test]
+fn labels_come_from_fixed_sets() {
+    use super::{method_label, route_label};
+    assert_eq!(method_label(&Method::GET), "GET");
+    assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    assert_eq!(route_label(Some("/runtime/{runtime_id}")), "/runtime/{runtime_id}");
+    assert_eq!(route_label(Some("/not/ours")), "other");
+    assert_eq!(route_label(None), "other");
+}
