@@ -522,3 +522,64 @@ async fn invalid_configuration_is_one_line_and_sigterm_exits_cleanly() {
     let mut svc = Service::start(&state, &[]).await;
     assert_eq!(svc.terminate().code(), Some(0));
 }
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status, Content-Type and body.
+async fn raw_request(port: u16, head: &str, body: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(String::from))
+        .unwrap_or_default();
+    (status, content_type, body.to_string())
+}
+
+#[tokio::test]
+async fn hostile_requests_over_a_socket_get_json_errors_and_the_service_lives_on() {
+    let state = StateDir::new();
+    let svc = Service::start(&state, &[("MAX_BODY_BYTES", "4096")]).await;
+    let key = format!("X-API-Key: {API_KEY}\r\nConnection: close\r\n");
+    let filler: String =
+        (0..40).map(|i| format!("X-Filler-{i}: {}\r\n", "v".repeat(1024))).collect();
+    let answered_by_us = [
+        (format!("GET /runtime/%FF HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 400),
+        (format!("GET /sessions/%C3%28 HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 400),
+        (format!("GET /list?q={} HTTP/1.1\r\nHost: x\r\n{key}\r\n", "a".repeat(20_000)), 414),
+        (format!("GET /health HTTP/1.1\r\nHost: x\r\n{key}{filler}\r\n"), 431),
+        (format!("BREW /health HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 405),
+        (format!("GET /nope HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 404),
+        (format!("POST /start HTTP/1.1\r\nHost: x\r\n{key}Content-Length: 8192\r\n\r\n"), 413),
+    ];
+    for (head, want) in answered_by_us {
+        let body = if want == 413 { vec![b'{'; 8192] } else { Vec::new() };
+        let (status, content_type, text) = raw_request(svc.port, &head, &body).await;
+        let line = head.lines().next().unwrap().chars().take(60).collect::<String>();
+        assert_eq!(status, want, "{line}: {text}");
+        assert_eq!(content_type, "application/json", "{line}");
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{line}: {json}");
+    }
+    // What hyper rejects before any router sees it: a 4xx (empty body), never a crash.
+    let answered_by_hyper = [
+        "GARBAGE\r\n\r\n".to_string(),
+        format!("POST /start HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n{key}\r\n"),
+        format!("GET /{} HTTP/1.1\r\nHost: x\r\n{key}\r\n", "a".repeat(600_000)),
+    ];
+    for head in answered_by_hyper {
+        let (status, _, _) = raw_request(svc.port, &head, b"").await;
+        eprintln!("{}...: {status}", head.chars().take(20).collect::<String>());
+        assert!(
+            (400..500).contains(&status) || status == 0,
+            "{}: {status}",
+            head.chars().take(20).collect::<String>()
+        );
+    }
+    assert_eq!(svc.get("/list").await.0, 200);
+}

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::types::{ApiJson, RuntimeIdRequest, StartRequest, batch_ids, list_query};
+use super::types::{ApiJson, ApiPath, RuntimeIdRequest, StartRequest, batch_ids, list_query};
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
 use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
 
@@ -85,7 +85,7 @@ pub async fn list(
 
 pub async fn get_runtime(
     State(state): State<AppState>,
-    Path(runtime_id): Path<String>,
+    ApiPath(runtime_id): ApiPath,
 ) -> ApiResult<Json<Runtime>> {
     validate_runtime_id(&runtime_id)?;
     state
@@ -98,7 +98,7 @@ pub async fn get_runtime(
 
 pub async fn get_session(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath,
 ) -> ApiResult<Json<Runtime>> {
     validate_session_id(&session_id)?;
     state

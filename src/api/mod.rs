@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -83,8 +83,44 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(limit_request_head))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
+}
+
+/// Longest request target and largest header section answered by the API. Beyond them the
+/// answer is a JSON 414 / 431 from here; hyper's own, much larger limits (about 400 KiB, 100
+/// headers) answer with an empty body, and are out of reach.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// What is wrong with a request's head, if anything: the status and message to answer with.
+pub fn head_problem(uri_len: usize, header_bytes: usize) -> Option<ApiError> {
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    None
+}
+
+async fn limit_request_head(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let header_bytes: usize =
+        req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    match head_problem(uri_len, header_bytes) {
+        Some(problem) => problem.into_response(),
+        None => next.run(req).await,
+    }
 }
 
 async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -438,3 +438,34 @@ fn labels_come_from_fixed_sets() {
     assert_eq!(route_label(Some("/not/ours")), "other");
     assert_eq!(route_label(None), "other");
 }
+
+#[tokio::test]
+async fn the_frameworks_own_rejections_are_json_errors() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    // Invalid UTF-8 and invalid percent-encoding in a path segment.
+    for uri in ["/runtime/%FF", "/sessions/%C3%28", "/runtime/a%FFb"] {
+        let (status, body) = get(&app, uri).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+        assert!(body["message"].as_str().unwrap().contains("path parameter"), "{uri}: {body}");
+    }
+    let long = format!("/list?x={}", "a".repeat(super::MAX_URI_BYTES));
+    let (status, body) = get(&app, &long).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")));
+    let (status, _) = call(&app, Method::GET, &format!("/nope{long}"), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut req = Request::get("/health");
+    for i in 0..40 {
+        req = req.header(format!("x-filler-{i}"), "v".repeat(1024));
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let (status, body) = call(&app, Method::DELETE, "/health", None, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+}
