@@ -22,6 +22,7 @@ pub async fn start(
     ApiJson(req): ApiJson<StartRequest>,
 ) -> ApiResult<Json<Runtime>> {
     let spec = req.into_spec(&state.default_image)?;
+    spec.validate_environment_size(state.backend.environment_limits())?;
     let started = Instant::now();
     let result = state.backend.start(spec).await;
     state.metrics.start_duration.observe(started.elapsed().as_secs_f64());
@@ -137,9 +138,7 @@ pub async fn image_exists(
         .map(|(_, v)| v.into_owned())
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("query parameter image is required"))?;
-    if image.len() > crate::runtime::spec::MAX_IMAGE_LEN {
-        return Err(ApiError::bad_request("image is too long"));
-    }
+    crate::runtime::spec::validate_image(&image)?;
     let response = match state.backend.image_exists(&image).await? {
         ImageCheck::Exists => Json(json!({ "exists": true, "image": image })).into_response(),
         ImageCheck::Missing => Json(json!({ "exists": false, "image": image })).into_response(),

@@ -241,6 +241,16 @@ async fn bodies_over_the_limit_are_413_and_bad_bodies_400() {
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
     let cases = [
+        (r#"{"session_id": " "}"#, "session_id"),
+        (r#"{"session_id": "s", "image": " ghcr.io/a/b:1"}"#, "image"),
+        (r#"{"session_id": "s", "image": "ghcr.io/A/b:1"}"#, "image"),
+        (r#"{"session_id": "s", "image": "a/../b"}"#, "image"),
+        (r#"{"session_id": "s", "image": "a:"}"#, "image"),
+        (r#"{"session_id": "s", "run_as_user": 2147483648}"#, "run_as_user"),
+        (r#"{"session_id": "s", "fs_group": 4294967295}"#, "fs_group"),
+        (r#"{"session_id": "s", "run_as_group": -1}"#, "run_as_group"),
+        (r#"{"session_id": "s", "resource_factor": 0.001}"#, "resource_factor"),
+        (r#"{"session_id": "s", "environment": {"LD_PRELOAD": "/x.so"}}"#, "LD_PRELOAD"),
         ("{not json", "malformed JSON"),
         (r#"["session_id"]"#, "expected a JSON object"),
         (r#"{"image": "x"}"#, "session_id"),
@@ -257,6 +267,15 @@ async fn bodies_over_the_limit_are_413_and_bad_bodies_400() {
         );
         assert!(body["message"].as_str().unwrap().contains(needle), "{needle:?} not in {body}");
     }
+    // The backend's environment limit (execve's 128 KiB per string by default).
+    let app = super::router(
+        AppState::new(FakeBackend::with(&[]), Metrics::new(), KEY, "r", "default:img"),
+        1 << 20,
+    );
+    let big = json!({"session_id": "s", "environment": {"BIG": "x".repeat(200_000)}});
+    let (status, body) = post(&app, "/start", big).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("environment variable BIG"), "{body}");
     // A valid start reaches the backend, with the default image filled in.
     let (status, body) = post(&app, "/start", json!({"session_id": "s", "unknown": [1]})).await;
     assert_eq!((status, body["runtime_id"].as_str()), (StatusCode::OK, Some("rt-s")));
@@ -454,8 +473,9 @@ async fn the_frameworks_own_rejections_are_json_errors() {
     let long = format!("/list?x={}", "a".repeat(super::MAX_URI_BYTES));
     let (status, body) = get(&app, &long).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")));
+    // Also on unknown routes, and before authentication.
     let (status, _) = call(&app, Method::GET, &format!("/nope{long}"), None, None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
     let mut req = Request::get("/health");
     for i in 0..40 {
         req = req.header(format!("x-filler-{i}"), "v".repeat(1024));

@@ -24,6 +24,7 @@ use super::store;
 use super::writes::{Created, Writer};
 use crate::registry::{self, Credentials, docker_config_credentials};
 use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
+use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
     Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
     Runtime, RuntimeSpec, Status, SweepReport, ids,
@@ -406,6 +407,12 @@ impl Backend for KubernetesBackend {
 
     fn readiness(&self) -> Readiness {
         self.inner.store.readiness()
+    }
+
+    /// The caller's environment lives in the runtime's Secret (at most 1 MiB, base64 on the
+    /// wire) and reaches the container through execve.
+    fn environment_limits(&self) -> EnvLimits {
+        EnvLimits { total_bytes: 512 * 1024, ..EnvLimits::EXEC }
     }
 
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
