@@ -925,3 +925,41 @@ async fn key_rotation_on_resume_is_opt_in() {
         svc.post("/stop", json!({"runtime_id": id})).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
+    let ns = TestNamespace::new("refused").await;
+    let state = StateDir::new();
+    // Allowed here, but the cluster has no such RuntimeClass: the pod is refused at admission.
+    let svc = ns.service(&state, &[("RUNTIME_CLASSES", "not-in-this-cluster")]).await;
+    let (code, body) = svc
+        .post(
+            "/start",
+            json!({"image": "img", "session_id": "refused-1", "runtime_class": "not-in-this-cluster"}),
+        )
+        .await;
+    assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("RuntimeClass \"not-in-this-cluster\""), "{body}");
+    assert!(!message.contains("Role"), "{body}");
+
+    // A quota that admits no pod: refused after the record, Secret, Service, Ingress and
+    // NetworkPolicy were created.
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
+    )
+    .unwrap();
+    ns.api().create(&PostParams::default(), &quota).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // the quota controller fills in its status
+    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "refused-2"})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("quota"), "{body}");
+
+    for session in ["refused-1", "refused-2"] {
+        assert_eq!(svc.get(&format!("/sessions/{session}")).await.0, 404, "{session}");
+    }
+    let (_, listed) = svc.get("/list?status=all").await;
+    assert_eq!(listed["total"], 0, "{listed}");
+    ns.wait_no_objects("app.kubernetes.io/managed-by=runtime-api").await;
+}
