@@ -963,3 +963,62 @@ async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
     assert_eq!(listed["total"], 0, "{listed}");
     ns.wait_no_objects("app.kubernetes.io/managed-by=runtime-api").await;
 }
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_restarted_service_never_answers_from_incomplete_caches() {
+    const RUNTIMES: usize = 1000;
+    let ns = TestNamespace::new("sync").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[]).await;
+    let svc = Arc::new(svc);
+    let mut started = 0;
+    for chunk in (0..RUNTIMES).collect::<Vec<_>>().chunks(25) {
+        let starts = chunk.iter().map(|i| {
+            let svc = svc.clone();
+            async move {
+                svc.post("/start", json!({"image": "img", "session_id": format!("s-{i}")})).await.0
+            }
+        });
+        started += futures::future::join_all(starts).await.iter().filter(|c| **c == 200).count();
+    }
+    assert_eq!(started, RUNTIMES);
+    drop(Arc::into_inner(svc).expect("no other handle"));
+
+    // A fresh instance: polled from the moment it accepts connections.
+    let kubeconfig = ns.service_account_kubeconfig();
+    let env = [
+        ("BACKEND", "kubernetes"),
+        ("NAMESPACE", ns.name.as_str()),
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("BASE_DOMAIN", "sandbox.test"),
+    ];
+    let svc = Service::start(&state, &env).await;
+    let mut answers = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = svc.request(reqwest::Method::GET, "/list?status=all").send().await.unwrap();
+        let code = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").is_some();
+        let body: Value = resp.json().await.unwrap();
+        match code {
+            200 => {
+                assert_eq!(body["total"], RUNTIMES, "a partial answer");
+                let runtimes = body["runtimes"].as_array().unwrap();
+                assert!(
+                    runtimes.iter().all(|r| r["pod_status"] != "not found"),
+                    "pods not yet cached"
+                );
+                answers.insert(200);
+                break;
+            }
+            503 => {
+                assert!(retry_after && body["error"] == "not_ready", "{body}");
+                answers.insert(503);
+            }
+            other => panic!("{other}: {body}"),
+        }
+        assert!(Instant::now() < deadline, "never complete");
+    }
+    eprintln!("answers seen after the restart: {answers:?}");
+}

@@ -8,18 +8,19 @@ mod tests;
 pub mod types;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::runtime::Backend;
+use crate::runtime::{Backend, Readiness};
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
 use error::ApiError;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub default_image: Arc<str>,
     /// SHA-256 of the API key: comparing digests is constant-time whatever the lengths.
     api_key_digest: [u8; 32],
+    /// How long requests wait for complete reads ([`SYNC_WAIT`]; shorter in tests).
+    sync_wait: Duration,
 }
 
 impl AppState {
@@ -48,7 +51,12 @@ impl AppState {
             registry_prefix: registry_prefix.into(),
             default_image: default_image.into(),
             api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
+            sync_wait: SYNC_WAIT,
         }
+    }
+
+    pub fn with_sync_wait(self, sync_wait: Duration) -> Self {
+        AppState { sync_wait, ..self }
     }
 
     fn key_matches(&self, presented: &[u8]) -> bool {
@@ -72,6 +80,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/image_exists", get(handlers::image_exists))
         .route("/build", post(handlers::build))
         .route("/build_status", get(handlers::build))
+        .route_layer(middleware::from_fn_with_state(state.clone(), await_complete_reads))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let public = Router::new()
         .route("/health", get(handlers::health))
@@ -120,6 +129,29 @@ async fn limit_request_head(req: Request, next: Next) -> Response {
     match head_problem(uri_len, header_bytes) {
         Some(problem) => problem.into_response(),
         None => next.run(req).await,
+    }
+}
+
+/// How long a request waits for the backend's caches to be complete before a 503.
+pub const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Holds requests until the backend sees every runtime (right after a restart the Kubernetes
+/// caches are still listing): a partial `/list` would make clients act on runtimes that seem
+/// missing. After [`SYNC_WAIT`], a 503 with `Retry-After`.
+async fn await_complete_reads(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let deadline = Instant::now() + state.sync_wait;
+    loop {
+        match state.backend.reads_complete() {
+            Readiness::Ready => return next.run(req).await,
+            Readiness::NotReady(reason) if Instant::now() >= deadline => {
+                let mut response =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+                        .into_response();
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            Readiness::NotReady(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 

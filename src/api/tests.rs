@@ -28,6 +28,8 @@ struct FakeBackend {
     fail_with: Mutex<Option<ErrorKind>>,
     image: Mutex<Option<ImageCheck>>,
     readiness: Mutex<Option<String>>,
+    /// Why reads are not complete yet (caches still listing), if so.
+    incomplete: Mutex<Option<String>>,
 }
 
 fn runtime(runtime_id: &str, session_id: &str, status: Status, created_at: &str) -> Runtime {
@@ -115,6 +117,13 @@ impl Backend for FakeBackend {
 
     fn readiness(&self) -> Readiness {
         match self.readiness.lock().unwrap().clone() {
+            Some(reason) => Readiness::NotReady(reason),
+            None => Readiness::Ready,
+        }
+    }
+
+    fn reads_complete(&self) -> Readiness {
+        match self.incomplete.lock().unwrap().clone() {
             Some(reason) => Readiness::NotReady(reason),
             None => Readiness::Ready,
         }
@@ -488,4 +497,39 @@ async fn the_frameworks_own_rejections_are_json_errors() {
         (status, body["error"].as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
+}
+
+#[tokio::test]
+async fn reads_wait_for_complete_caches_then_answer_503_with_retry_after() {
+    let fake = FakeBackend::with(&[runtime("r", "s", Status::Running, "t")]);
+    *fake.incomplete.lock().unwrap() = Some("the pods cache has not synced".into());
+    let state = AppState::new(fake.clone(), Metrics::new(), KEY, "r", "d:i")
+        .with_sync_wait(std::time::Duration::from_millis(300));
+    let app = router(state, 1 << 20);
+    for uri in ["/list", "/runtime/r", "/sessions/s", "/sessions/batch?ids=s"] {
+        let req = Request::get(uri).header("x-api-key", KEY).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(resp.headers()["retry-after"], "1", "{uri}");
+        let body: Value = serde_json::from_slice(
+            &axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body["error"], "not_ready", "{uri}");
+    }
+    let (status, body) = post(&app, "/stop", json!({"runtime_id": "r"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+    );
+    // Health endpoints do not wait.
+    assert_eq!(call(&app, Method::GET, "/health", None, None).await.0, StatusCode::OK);
+    // A cache that completes while the request waits: the request is answered in full.
+    let completing = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        *completing.incomplete.lock().unwrap() = None;
+    });
+    let (status, body) = get(&app, "/list").await;
+    assert_eq!((status, body["total"].as_u64()), (StatusCode::OK, Some(1)));
 }

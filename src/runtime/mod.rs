@@ -145,6 +145,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime>;
     async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck>;
     fn readiness(&self) -> Readiness;
+    /// Whether reads would see every runtime (the Kubernetes caches have listed once).
+    fn reads_complete(&self) -> Readiness {
+        Readiness::Ready
+    }
     /// How much caller environment this backend can pass to a sandbox.
     fn environment_limits(&self) -> spec::EnvLimits {
         spec::EnvLimits::EXEC

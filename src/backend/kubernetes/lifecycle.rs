@@ -434,6 +434,10 @@ impl Backend for KubernetesBackend {
         self.inner.store.readiness()
     }
 
+    fn reads_complete(&self) -> Readiness {
+        self.inner.store.synced()
+    }
+
     /// The caller's environment lives in the runtime's Secret (at most 1 MiB, base64 on the
     /// wire) and reaches the container through execve.
     fn environment_limits(&self) -> EnvLimits {
