@@ -112,6 +112,23 @@ pub struct RuntimeSpec {
 pub struct SpecError(pub String);
 
 impl RuntimeSpec {
+    /// A spec with only a session and an image, everything else at its default.
+    pub fn new(session_id: impl Into<String>, image: impl Into<String>) -> RuntimeSpec {
+        RuntimeSpec {
+            session_id: session_id.into(),
+            image: image.into(),
+            command: Command::ImageDefault,
+            working_dir: None,
+            environment: BTreeMap::new(),
+            resource_factor: 1.0,
+            runtime_class: None,
+            run_as_user: None,
+            run_as_group: None,
+            fs_group: None,
+            image_pull_policy: None,
+        }
+    }
+
     /// Checks every field against the limits above; the message names the offending field.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_session_id(&self.session_id)?;

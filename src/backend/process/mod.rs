@@ -105,19 +105,7 @@ impl Entry {
     fn unreadable(dir: RuntimeDir, runtime_id: String, error: &std::io::Error) -> Self {
         let record = Record {
             runtime_id,
-            spec: RuntimeSpec {
-                session_id: String::new(),
-                image: String::new(),
-                command: crate::runtime::Command::ImageDefault,
-                working_dir: None,
-                environment: Default::default(),
-                resource_factor: 1.0,
-                runtime_class: None,
-                run_as_user: None,
-                run_as_group: None,
-                fs_group: None,
-                image_pull_policy: None,
-            },
+            spec: RuntimeSpec::new("", ""),
             session_api_key: String::new(),
             ports: crate::runtime::env::SandboxPorts {
                 agent: 0,
