@@ -67,8 +67,10 @@ impl AppState {
 
 /// The whole API. Health and metrics endpoints are public; everything else needs `X-API-Key`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let protected = Router::new()
-        .route("/start", post(handlers::start))
+    // Endpoints that find runtimes in the backend's cache. `/start` is not among them: it writes
+    // to the API server, whose answer is authoritative (the record's name keeps one runtime per
+    // session even when the cache has not seen it yet).
+    let cached = Router::new()
         .route("/stop", post(handlers::stop))
         .route("/pause", post(handlers::pause))
         .route("/resume", post(handlers::resume))
@@ -76,11 +78,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/runtime/{runtime_id}", get(handlers::get_runtime))
         .route("/sessions/batch", get(handlers::sessions_batch))
         .route("/sessions/{session_id}", get(handlers::get_session))
+        .route_layer(middleware::from_fn_with_state(state.clone(), await_complete_reads));
+    let protected = Router::new()
+        .route("/start", post(handlers::start))
         .route("/registry_prefix", get(handlers::registry_prefix))
         .route("/image_exists", get(handlers::image_exists))
         .route("/build", post(handlers::build))
         .route("/build_status", get(handlers::build))
-        .route_layer(middleware::from_fn_with_state(state.clone(), await_complete_reads))
+        .merge(cached)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let public = Router::new()
         .route("/health", get(handlers::health))

@@ -522,8 +522,10 @@ async fn reads_wait_for_complete_caches_then_answer_503_with_retry_after() {
         (status, body["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
     );
-    // Health endpoints do not wait.
+    // Health endpoints do not wait, nor does /start (the API server decides).
     assert_eq!(call(&app, Method::GET, "/health", None, None).await.0, StatusCode::OK);
+    assert_eq!(post(&app, "/start", json!({"session_id": "new"})).await.0, StatusCode::OK);
+    fake.runtimes.lock().unwrap().remove("rt-new");
     // A cache that completes while the request waits: the request is answered in full.
     let completing = fake.clone();
     tokio::spawn(async move {
