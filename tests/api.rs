@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::{API_KEY, Service, StateDir, pid_alive};
@@ -521,4 +522,175 @@ async fn invalid_configuration_is_one_line_and_sigterm_exits_cleanly() {
     let state = StateDir::new();
     let mut svc = Service::start(&state, &[]).await;
     assert_eq!(svc.terminate().code(), Some(0));
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status, Content-Type and body.
+async fn raw_request(port: u16, head: &str, body: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(String::from))
+        .unwrap_or_default();
+    (status, content_type, body.to_string())
+}
+
+#[tokio::test]
+async fn hostile_requests_over_a_socket_get_json_errors_and_the_service_lives_on() {
+    let state = StateDir::new();
+    let svc = Service::start(&state, &[("MAX_BODY_BYTES", "4096")]).await;
+    let key = format!("X-API-Key: {API_KEY}\r\nConnection: close\r\n");
+    let filler: String =
+        (0..40).map(|i| format!("X-Filler-{i}: {}\r\n", "v".repeat(1024))).collect();
+    let answered_by_us = [
+        (format!("GET /runtime/%FF HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 400),
+        (format!("GET /sessions/%C3%28 HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 400),
+        (format!("GET /list?q={} HTTP/1.1\r\nHost: x\r\n{key}\r\n", "a".repeat(20_000)), 414),
+        (format!("GET /health HTTP/1.1\r\nHost: x\r\n{key}{filler}\r\n"), 431),
+        (format!("BREW /health HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 405),
+        (format!("GET /nope HTTP/1.1\r\nHost: x\r\n{key}\r\n"), 404),
+        (format!("POST /start HTTP/1.1\r\nHost: x\r\n{key}Content-Length: 8192\r\n\r\n"), 413),
+    ];
+    for (head, want) in answered_by_us {
+        let body = if want == 413 { vec![b'{'; 8192] } else { Vec::new() };
+        let (status, content_type, text) = raw_request(svc.port, &head, &body).await;
+        let line = head.lines().next().unwrap().chars().take(60).collect::<String>();
+        assert_eq!(status, want, "{line}: {text}");
+        assert_eq!(content_type, "application/json", "{line}");
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{line}: {json}");
+    }
+    // What hyper rejects before any router sees it: a 4xx (empty body), never a crash.
+    let answered_by_hyper = [
+        "GARBAGE\r\n\r\n".to_string(),
+        format!("POST /start HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n{key}\r\n"),
+        format!("GET /{} HTTP/1.1\r\nHost: x\r\n{key}\r\n", "a".repeat(600_000)),
+    ];
+    for head in answered_by_hyper {
+        let (status, _, _) = raw_request(svc.port, &head, b"").await;
+        eprintln!("{}...: {status}", head.chars().take(20).collect::<String>());
+        assert!(
+            (400..500).contains(&status) || status == 0,
+            "{}: {status}",
+            head.chars().take(20).collect::<String>()
+        );
+    }
+    assert_eq!(svc.get("/list").await.0, 200);
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn rewrite_record(state: &StateDir, runtime_id: &str, change: impl FnOnce(&mut Value)) {
+    let mut record = record(state, runtime_id);
+    change(&mut record);
+    let path = state.path().join("runtimes").join(runtime_id).join("record.json");
+    std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
+}
+
+async fn wait_dead(pid: i64) {
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("process {pid} still runs");
+}
+
+#[tokio::test]
+async fn after_a_crash_every_agent_is_readopted_or_stopped_and_nothing_is_hidden() {
+    let state = StateDir::new();
+    let mut first = Service::start(&state, &[]).await;
+    let mut ids = Vec::new();
+    for session in ["adopt-me", "corrupt-me", "paused-on-disk"] {
+        let id = first.start_session(session).await["runtime_id"].as_str().unwrap().to_string();
+        first.wait_running(&id).await;
+        ids.push(id);
+    }
+    let runtimes = state.path().join("runtimes");
+    let dir = runtimes.join(&ids[0]);
+    assert_eq!(
+        [mode(&runtimes), mode(&dir), mode(&dir.join("record.json")), mode(&dir.join("agent.log"))],
+        [0o700, 0o700, 0o600, 0o600]
+    );
+    let pids: Vec<i64> = ids.iter().map(|id| agent_pid(&state, id)).collect();
+    first.kill();
+
+    // What a crash at the wrong moment leaves: a record written before its spawn was recorded, a
+    // truncated record, a paused record whose agent still runs, a first write cut short.
+    rewrite_record(&state, &ids[0], |r| r["process"] = Value::Null);
+    let corrupt = runtimes.join(&ids[1]).join("record.json");
+    let bytes = std::fs::read(&corrupt).unwrap();
+    std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
+    rewrite_record(&state, &ids[2], |r| {
+        r["paused"] = json!(true);
+        r["process"] = Value::Null;
+    });
+    std::fs::create_dir(runtimes.join("cut-short")).unwrap();
+    std::fs::write(runtimes.join("cut-short").join(".record.json.tmp"), "{\"runt").unwrap();
+
+    let second = Service::start(&state, &[]).await;
+    // Re-adopted through the marker in its environment, and the record now says so.
+    second.wait_running(&ids[0]).await;
+    assert_eq!(agent_pid(&state, &ids[0]), pids[0]);
+    // Unreadable: shown in error, its agent stopped, no session can reach it.
+    let (code, view) = second.get(&format!("/runtime/{}", ids[1])).await;
+    assert_eq!((code, view["status"].as_str()), (200, Some("error")), "{view}");
+    assert!(view["status_detail"].as_str().unwrap().contains("unreadable"), "{view}");
+    wait_dead(pids[1]).await;
+    assert_eq!(second.get("/sessions/corrupt-me").await.0, 404);
+    assert_eq!(second.post("/pause", json!({"runtime_id": ids[1]})).await.0, 409);
+    // Paused on disk: its agent is stopped, as the record says.
+    assert_eq!(second.get(&format!("/runtime/{}", ids[2])).await.1["status"], "paused");
+    wait_dead(pids[2]).await;
+    // The interrupted first write is gone; everything else is listed.
+    assert!(!runtimes.join("cut-short").exists());
+    assert!(!runtimes.join(&ids[0]).join(".record.json.tmp").exists());
+    assert_eq!(second.get("/list?status=all").await.1["total"], 3);
+
+    // The unreadable runtime stops and its files go; its session starts afresh.
+    assert_eq!(second.post("/stop", json!({"runtime_id": ids[1]})).await.0, 200);
+    assert!(!runtimes.join(&ids[1]).exists());
+    let fresh = second.start_session("corrupt-me").await;
+    assert_ne!(fresh["runtime_id"].as_str().unwrap(), ids[1]);
+    assert_eq!(second.post("/stop", json!({"runtime_id": ids[0]})).await.0, 200);
+    wait_dead(pids[0]).await;
+}
+
+#[tokio::test]
+async fn stop_stops_what_runs_whatever_the_record_says() {
+    let state = StateDir::new();
+    let svc = Service::start(&state, &[]).await;
+    let id = svc.start_session("stray").await["runtime_id"].as_str().unwrap().to_string();
+    svc.wait_running(&id).await;
+    // An agent process of this runtime the record does not know (spawned just before a crash).
+    let dir = state.path().canonicalize().unwrap().join("runtimes").join(&id);
+    let mut stray = std::process::Command::new("sleep")
+        .arg("300")
+        .env("RUNTIME_API_RUNTIME_DIR", &dir)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert_eq!(svc.post("/stop", json!({"runtime_id": id})).await.0, 200);
+    let mut status = None;
+    for _ in 0..100 {
+        status = stray.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stray.kill();
+    let status = status.expect("the stray agent process still runs after /stop");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
 }

@@ -925,3 +925,104 @@ async fn key_rotation_on_resume_is_opt_in() {
         svc.post("/stop", json!({"runtime_id": id})).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
+    let ns = TestNamespace::new("refused").await;
+    let state = StateDir::new();
+    // Allowed here, but the cluster has no such RuntimeClass: the pod is refused at admission.
+    let svc = ns.service(&state, &[("RUNTIME_CLASSES", "not-in-this-cluster")]).await;
+    let (code, body) = svc
+        .post(
+            "/start",
+            json!({"image": "img", "session_id": "refused-1", "runtime_class": "not-in-this-cluster"}),
+        )
+        .await;
+    assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("RuntimeClass \"not-in-this-cluster\""), "{body}");
+    assert!(!message.contains("Role"), "{body}");
+
+    // A quota that admits no pod: refused after the record, Secret, Service, Ingress and
+    // NetworkPolicy were created.
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
+    )
+    .unwrap();
+    ns.api().create(&PostParams::default(), &quota).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // the quota controller fills in its status
+    let (code, body) = svc.post("/start", json!({"image": "img", "session_id": "refused-2"})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("quota"), "{body}");
+
+    for session in ["refused-1", "refused-2"] {
+        assert_eq!(svc.get(&format!("/sessions/{session}")).await.0, 404, "{session}");
+    }
+    let (_, listed) = svc.get("/list?status=all").await;
+    assert_eq!(listed["total"], 0, "{listed}");
+    ns.wait_no_objects("app.kubernetes.io/managed-by=runtime-api").await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_restarted_service_never_answers_from_incomplete_caches() {
+    const RUNTIMES: usize = 1000;
+    let ns = TestNamespace::new("sync").await;
+    let state = StateDir::new();
+    // Pods no node can take: the pod cache has 1,000 pods to list, and the kwok nodes keep their
+    // capacity for the tests running beside this one.
+    let svc = ns
+        .service(&state, &[("SANDBOX_NODE_SELECTOR", "runtime-api.test/no-such-node=true")])
+        .await;
+    let svc = Arc::new(svc);
+    let mut started = 0;
+    for chunk in (0..RUNTIMES).collect::<Vec<_>>().chunks(25) {
+        let starts = chunk.iter().map(|i| {
+            let svc = svc.clone();
+            async move {
+                svc.post("/start", json!({"image": "img", "session_id": format!("s-{i}")})).await.0
+            }
+        });
+        started += futures::future::join_all(starts).await.iter().filter(|c| **c == 200).count();
+    }
+    assert_eq!(started, RUNTIMES);
+    drop(Arc::into_inner(svc).expect("no other handle"));
+
+    // A fresh instance: polled from the moment it accepts connections.
+    let kubeconfig = ns.service_account_kubeconfig();
+    let env = [
+        ("BACKEND", "kubernetes"),
+        ("NAMESPACE", ns.name.as_str()),
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("BASE_DOMAIN", "sandbox.test"),
+    ];
+    let svc = Service::start(&state, &env).await;
+    let mut answers = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = svc.request(reqwest::Method::GET, "/list?status=all").send().await.unwrap();
+        let code = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").is_some();
+        let body: Value = resp.json().await.unwrap();
+        match code {
+            200 => {
+                assert_eq!(body["total"], RUNTIMES, "a partial answer");
+                let runtimes = body["runtimes"].as_array().unwrap();
+                assert!(
+                    runtimes.iter().all(|r| r["pod_status"] == "pending"),
+                    "pods not yet cached"
+                );
+                answers.insert(200);
+                break;
+            }
+            503 => {
+                assert!(retry_after && body["error"] == "not_ready", "{body}");
+                answers.insert(503);
+            }
+            other => panic!("{other}: {body}"),
+        }
+        assert!(Instant::now() < deadline, "never complete");
+    }
+    eprintln!("answers seen after the restart: {answers:?}");
+}

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::types::{ApiJson, RuntimeIdRequest, StartRequest, batch_ids, list_query};
+use super::types::{ApiJson, ApiPath, RuntimeIdRequest, StartRequest, batch_ids, list_query};
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
 use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
 
@@ -22,6 +22,7 @@ pub async fn start(
     ApiJson(req): ApiJson<StartRequest>,
 ) -> ApiResult<Json<Runtime>> {
     let spec = req.into_spec(&state.default_image)?;
+    spec.validate_environment_size(state.backend.environment_limits())?;
     let started = Instant::now();
     let result = state.backend.start(spec).await;
     state.metrics.start_duration.observe(started.elapsed().as_secs_f64());
@@ -85,7 +86,7 @@ pub async fn list(
 
 pub async fn get_runtime(
     State(state): State<AppState>,
-    Path(runtime_id): Path<String>,
+    ApiPath(runtime_id): ApiPath,
 ) -> ApiResult<Json<Runtime>> {
     validate_runtime_id(&runtime_id)?;
     state
@@ -98,7 +99,7 @@ pub async fn get_runtime(
 
 pub async fn get_session(
     State(state): State<AppState>,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath,
 ) -> ApiResult<Json<Runtime>> {
     validate_session_id(&session_id)?;
     state
@@ -137,9 +138,7 @@ pub async fn image_exists(
         .map(|(_, v)| v.into_owned())
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("query parameter image is required"))?;
-    if image.len() > crate::runtime::spec::MAX_IMAGE_LEN {
-        return Err(ApiError::bad_request("image is too long"));
-    }
+    crate::runtime::spec::validate_image(&image)?;
     let response = match state.backend.image_exists(&image).await? {
         ImageCheck::Exists => Json(json!({ "exists": true, "image": image })).into_response(),
         ImageCheck::Missing => Json(json!({ "exists": false, "image": image })).into_response(),

@@ -8,17 +8,19 @@ mod tests;
 pub mod types;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::runtime::Backend;
+use crate::runtime::{Backend, Readiness};
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
 use error::ApiError;
 
@@ -31,6 +33,8 @@ pub struct AppState {
     pub default_image: Arc<str>,
     /// SHA-256 of the API key: comparing digests is constant-time whatever the lengths.
     api_key_digest: [u8; 32],
+    /// How long requests wait for complete reads ([`SYNC_WAIT`]; shorter in tests).
+    sync_wait: Duration,
 }
 
 impl AppState {
@@ -47,7 +51,12 @@ impl AppState {
             registry_prefix: registry_prefix.into(),
             default_image: default_image.into(),
             api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
+            sync_wait: SYNC_WAIT,
         }
+    }
+
+    pub fn with_sync_wait(self, sync_wait: Duration) -> Self {
+        AppState { sync_wait, ..self }
     }
 
     fn key_matches(&self, presented: &[u8]) -> bool {
@@ -58,8 +67,10 @@ impl AppState {
 
 /// The whole API. Health and metrics endpoints are public; everything else needs `X-API-Key`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let protected = Router::new()
-        .route("/start", post(handlers::start))
+    // Endpoints that find runtimes in the backend's cache. `/start` is not among them: it writes
+    // to the API server, whose answer is authoritative (the record's name keeps one runtime per
+    // session even when the cache has not seen it yet).
+    let cached = Router::new()
         .route("/stop", post(handlers::stop))
         .route("/pause", post(handlers::pause))
         .route("/resume", post(handlers::resume))
@@ -67,10 +78,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/runtime/{runtime_id}", get(handlers::get_runtime))
         .route("/sessions/batch", get(handlers::sessions_batch))
         .route("/sessions/{session_id}", get(handlers::get_session))
+        .route_layer(middleware::from_fn_with_state(state.clone(), await_complete_reads));
+    let protected = Router::new()
+        .route("/start", post(handlers::start))
         .route("/registry_prefix", get(handlers::registry_prefix))
         .route("/image_exists", get(handlers::image_exists))
         .route("/build", post(handlers::build))
         .route("/build_status", get(handlers::build))
+        .merge(cached)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let public = Router::new()
         .route("/health", get(handlers::health))
@@ -82,8 +97,67 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(limit_request_head))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
+}
+
+/// Longest request target and largest header section answered by the API. Beyond them the
+/// answer is a JSON 414 / 431 from here; hyper's own, much larger limits (about 400 KiB, 100
+/// headers) answer with an empty body, and are out of reach.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// What is wrong with a request's head, if anything: the status and message to answer with.
+pub fn head_problem(uri_len: usize, header_bytes: usize) -> Option<ApiError> {
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    None
+}
+
+async fn limit_request_head(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let header_bytes: usize =
+        req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    match head_problem(uri_len, header_bytes) {
+        Some(problem) => problem.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// How long a request waits for the backend's caches to be complete before a 503.
+pub const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Holds requests until the backend sees every runtime (right after a restart the Kubernetes
+/// caches are still listing): a partial `/list` would make clients act on runtimes that seem
+/// missing. After [`SYNC_WAIT`], a 503 with `Retry-After`.
+async fn await_complete_reads(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let deadline = Instant::now() + state.sync_wait;
+    loop {
+        match state.backend.reads_complete() {
+            Readiness::Ready => return next.run(req).await,
+            Readiness::NotReady(reason) if Instant::now() >= deadline => {
+                let mut response =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+                        .into_response();
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            Readiness::NotReady(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -94,14 +168,50 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// Counts requests by route template (never the raw path: ids would explode cardinality).
+/// Route templates of the API: the only values the `route` label takes besides `other`.
+const ROUTES: [&str; 16] = [
+    "/start",
+    "/stop",
+    "/pause",
+    "/resume",
+    "/list",
+    "/runtime/{runtime_id}",
+    "/sessions/batch",
+    "/sessions/{session_id}",
+    "/registry_prefix",
+    "/image_exists",
+    "/build",
+    "/build_status",
+    "/health",
+    "/livez",
+    "/readyz",
+    "/metrics",
+];
+
+/// The `route` label: a route template of this API, or `other` (unknown paths must not mint
+/// label values: each new one would grow the metrics page forever).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    matched.and_then(|m| ROUTES.iter().find(|r| **r == m).copied()).unwrap_or("other")
+}
+
+/// The `method` label: a standard method, or `other` (HTTP allows any token as a method).
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 7] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", Method::as_str)
+}
+
+/// Counts requests by method and route template, both from fixed sets.
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let route = route_label(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -109,11 +219,15 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            method,
-            route: route.clone(),
+            method: method.into(),
+            route: route.into(),
             code: response.status().as_u16(),
         })
         .inc();
-    state.metrics.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed);
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route: route.into() })
+        .observe(elapsed);
     response
 }

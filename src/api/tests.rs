@@ -28,6 +28,8 @@ struct FakeBackend {
     fail_with: Mutex<Option<ErrorKind>>,
     image: Mutex<Option<ImageCheck>>,
     readiness: Mutex<Option<String>>,
+    /// Why reads are not complete yet (caches still listing), if so.
+    incomplete: Mutex<Option<String>>,
 }
 
 fn runtime(runtime_id: &str, session_id: &str, status: Status, created_at: &str) -> Runtime {
@@ -115,6 +117,13 @@ impl Backend for FakeBackend {
 
     fn readiness(&self) -> Readiness {
         match self.readiness.lock().unwrap().clone() {
+            Some(reason) => Readiness::NotReady(reason),
+            None => Readiness::Ready,
+        }
+    }
+
+    fn reads_complete(&self) -> Readiness {
+        match self.incomplete.lock().unwrap().clone() {
             Some(reason) => Readiness::NotReady(reason),
             None => Readiness::Ready,
         }
@@ -241,6 +250,16 @@ async fn bodies_over_the_limit_are_413_and_bad_bodies_400() {
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
     let cases = [
+        (r#"{"session_id": " "}"#, "session_id"),
+        (r#"{"session_id": "s", "image": " ghcr.io/a/b:1"}"#, "image"),
+        (r#"{"session_id": "s", "image": "ghcr.io/A/b:1"}"#, "image"),
+        (r#"{"session_id": "s", "image": "a/../b"}"#, "image"),
+        (r#"{"session_id": "s", "image": "a:"}"#, "image"),
+        (r#"{"session_id": "s", "run_as_user": 2147483648}"#, "run_as_user"),
+        (r#"{"session_id": "s", "fs_group": 4294967295}"#, "fs_group"),
+        (r#"{"session_id": "s", "run_as_group": -1}"#, "run_as_group"),
+        (r#"{"session_id": "s", "resource_factor": 0.001}"#, "resource_factor"),
+        (r#"{"session_id": "s", "environment": {"LD_PRELOAD": "/x.so"}}"#, "LD_PRELOAD"),
         ("{not json", "malformed JSON"),
         (r#"["session_id"]"#, "expected a JSON object"),
         (r#"{"image": "x"}"#, "session_id"),
@@ -257,6 +276,15 @@ async fn bodies_over_the_limit_are_413_and_bad_bodies_400() {
         );
         assert!(body["message"].as_str().unwrap().contains(needle), "{needle:?} not in {body}");
     }
+    // The backend's environment limit (execve's 128 KiB per string by default).
+    let app = super::router(
+        AppState::new(FakeBackend::with(&[]), Metrics::new(), KEY, "r", "default:img"),
+        1 << 20,
+    );
+    let big = json!({"session_id": "s", "environment": {"BIG": "x".repeat(200_000)}});
+    let (status, body) = post(&app, "/start", big).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("environment variable BIG"), "{body}");
     // A valid start reaches the backend, with the default image filled in.
     let (status, body) = post(&app, "/start", json!({"session_id": "s", "unknown": [1]})).await;
     assert_eq!((status, body["runtime_id"].as_str()), (StatusCode::OK, Some("rt-s")));
@@ -378,4 +406,132 @@ async fn metrics_count_requests_by_route_template_and_runtimes_by_status() {
     assert!(text.contains("route=\"/runtime/{runtime_id}\",code=\"404\"} 1"), "{text}");
     assert!(text.contains("runtime_api_runtimes{status=\"running\"} 1"), "{text}");
     assert!(text.contains("runtime_api_runtimes{status=\"paused\"} 0"), "{text}");
+}
+
+async fn metrics_page(app: &Router) -> String {
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Odd methods and paths, each one different: what a hostile client sends to mint label values.
+async fn odd_requests(app: &Router, range: std::ops::Range<usize>) {
+    for i in range {
+        let method = Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let (method, uri) = match i % 4 {
+            0 => (method, "/health".to_string()),
+            1 => (method, format!("/nope/{i}")),
+            2 => (Method::GET, format!("/runtime/{i}%FF")),
+            _ => (Method::GET, format!("/x{i}?q={i}")),
+        };
+        let req = Request::builder().method(method).uri(uri).header("x-api-key", KEY);
+        app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths_do_not_grow_the_metrics_page() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    odd_requests(&app, 0..100).await;
+    let series = |page: &str| -> Vec<String> {
+        let mut all: Vec<String> =
+            page.lines().filter_map(|l| l.rsplit_once(' ')).map(|(s, _)| s.into()).collect();
+        all.sort();
+        all
+    };
+    metrics_page(&app).await; // the scrape itself is counted from the second one on
+    let early = metrics_page(&app).await;
+    odd_requests(&app, 100..10_000).await;
+    let page = metrics_page(&app).await;
+    eprintln!(
+        "metrics page: {} bytes after 100 odd requests, {} after 10,000",
+        early.len(),
+        page.len()
+    );
+    // Only counter values grow, never the set of series.
+    assert_eq!(series(&early), series(&page));
+    assert!(page.len() < 16 * 1024, "{} bytes:\n{page}", page.len());
+    assert!(page.contains("method=\"other\",route=\"/health\",code=\"405\""), "{page}");
+    assert!(page.contains("method=\"other\",route=\"other\",code=\"404\""), "{page}");
+    assert!(!page.contains("M99X") && !page.contains("/x9"), "{page}");
+}
+
+#[test]
+fn labels_come_from_fixed_sets() {
+    use super::{method_label, route_label};
+    assert_eq!(method_label(&Method::GET), "GET");
+    assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    assert_eq!(route_label(Some("/runtime/{runtime_id}")), "/runtime/{runtime_id}");
+    assert_eq!(route_label(Some("/not/ours")), "other");
+    assert_eq!(route_label(None), "other");
+}
+
+#[tokio::test]
+async fn the_frameworks_own_rejections_are_json_errors() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    // Invalid UTF-8 and invalid percent-encoding in a path segment.
+    for uri in ["/runtime/%FF", "/sessions/%C3%28", "/runtime/a%FFb"] {
+        let (status, body) = get(&app, uri).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+        assert!(body["message"].as_str().unwrap().contains("path parameter"), "{uri}: {body}");
+    }
+    let long = format!("/list?x={}", "a".repeat(super::MAX_URI_BYTES));
+    let (status, body) = get(&app, &long).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")));
+    // Also on unknown routes, and before authentication.
+    let (status, _) = call(&app, Method::GET, &format!("/nope{long}"), None, None).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+    let mut req = Request::get("/health");
+    for i in 0..40 {
+        req = req.header(format!("x-filler-{i}"), "v".repeat(1024));
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let (status, body) = call(&app, Method::DELETE, "/health", None, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+}
+
+#[tokio::test]
+async fn reads_wait_for_complete_caches_then_answer_503_with_retry_after() {
+    let fake = FakeBackend::with(&[runtime("r", "s", Status::Running, "t")]);
+    *fake.incomplete.lock().unwrap() = Some("the pods cache has not synced".into());
+    let state = AppState::new(fake.clone(), Metrics::new(), KEY, "r", "d:i")
+        .with_sync_wait(std::time::Duration::from_millis(300));
+    let app = router(state, 1 << 20);
+    for uri in ["/list", "/runtime/r", "/sessions/s", "/sessions/batch?ids=s"] {
+        let req = Request::get(uri).header("x-api-key", KEY).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(resp.headers()["retry-after"], "1", "{uri}");
+        let body: Value = serde_json::from_slice(
+            &axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body["error"], "not_ready", "{uri}");
+    }
+    let (status, body) = post(&app, "/stop", json!({"runtime_id": "r"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+    );
+    // Health endpoints do not wait, nor does /start (the API server decides).
+    assert_eq!(call(&app, Method::GET, "/health", None, None).await.0, StatusCode::OK);
+    assert_eq!(post(&app, "/start", json!({"session_id": "new"})).await.0, StatusCode::OK);
+    fake.runtimes.lock().unwrap().remove("rt-new");
+    // A cache that completes while the request waits: the request is answered in full.
+    let completing = fake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        *completing.incomplete.lock().unwrap() = None;
+    });
+    let (status, body) = get(&app, "/list").await;
+    assert_eq!((status, body["total"].as_u64()), (StatusCode::OK, Some(1)));
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -153,6 +154,24 @@ fn parse_count(name: &str, value: &str) -> Result<usize, ApiError> {
     value.parse().map_err(|_| {
         ApiError::bad_request(format!("{name} must be a non-negative integer, got {value:?}"))
     })
+}
+
+/// A path parameter whose every rejection (invalid percent-encoding, invalid UTF-8) is a JSON 400
+/// naming the parameter, rather than axum's plain-text answer.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "invalid path parameter: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
 }
 
 /// A JSON body whatever its Content-Type, with size, syntax and schema errors as JSON 4xx.

@@ -145,6 +145,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime>;
     async fn image_exists(&self, image: &str) -> BackendResult<ImageCheck>;
     fn readiness(&self) -> Readiness;
+    /// Whether reads would see every runtime (the Kubernetes caches have listed once).
+    fn reads_complete(&self) -> Readiness {
+        Readiness::Ready
+    }
+    /// How much caller environment this backend can pass to a sandbox.
+    fn environment_limits(&self) -> spec::EnvLimits {
+        spec::EnvLimits::EXEC
+    }
     /// Objects held in memory by kind, for the cache-size metric.
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         Vec::new()

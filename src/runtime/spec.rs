@@ -8,9 +8,38 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SESSION_ID_LEN: usize = 256;
 /// Longest runtime id accepted in paths and bodies (ours are 32 hex chars).
 pub const MAX_RUNTIME_ID_LEN: usize = 256;
-pub const MAX_IMAGE_LEN: usize = 1024;
+/// Longest image reference: a 255-character repository, a registry host, a tag or a digest.
+pub const MAX_IMAGE_LEN: usize = 512;
 pub const MAX_ENV_VARS: usize = 1024;
 pub const MAX_RESOURCE_FACTOR: f64 = 64.0;
+/// Smallest `resource_factor`: a quarter of the configured requests (at the defaults 250m CPU
+/// and 512 MiB), below which an agent server cannot start.
+pub const MIN_RESOURCE_FACTOR: f64 = 0.25;
+/// Largest uid/gid Kubernetes accepts (`int32`); the process backend keeps the same rule.
+pub const MAX_ID: i64 = i32::MAX as i64;
+
+/// How much environment a backend can hand to a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvLimits {
+    /// `NAME=value` bytes of all caller variables together.
+    pub total_bytes: usize,
+    /// `NAME=value` bytes of one variable (execve rejects longer strings: `MAX_ARG_STRLEN`).
+    pub one_variable_bytes: usize,
+}
+
+impl EnvLimits {
+    /// What execve(2) takes on Linux with room to spare: 2 MiB for arguments and environment
+    /// together, 128 KiB per string.
+    pub const EXEC: EnvLimits =
+        EnvLimits { total_bytes: 1 << 20, one_variable_bytes: 128 * 1024 - 1 };
+}
+
+/// Why a variable name is refused: the dynamic loader's variables (`LD_PRELOAD`,
+/// `LD_LIBRARY_PATH`, `LD_AUDIT`, ...) change what code runs inside the agent server itself,
+/// which holds the session key; no OpenHands client sets them.
+fn is_reserved_env_name(key: &str) -> bool {
+    key.starts_with("LD_")
+}
 
 /// The container command as the caller gave it: a string runs through a shell, a list runs as
 /// given, and nothing keeps the image's entrypoint.
@@ -83,23 +112,33 @@ pub struct RuntimeSpec {
 pub struct SpecError(pub String);
 
 impl RuntimeSpec {
+    /// A spec with only a session and an image, everything else at its default.
+    pub fn new(session_id: impl Into<String>, image: impl Into<String>) -> RuntimeSpec {
+        RuntimeSpec {
+            session_id: session_id.into(),
+            image: image.into(),
+            command: Command::ImageDefault,
+            working_dir: None,
+            environment: BTreeMap::new(),
+            resource_factor: 1.0,
+            runtime_class: None,
+            run_as_user: None,
+            run_as_group: None,
+            fs_group: None,
+            image_pull_policy: None,
+        }
+    }
+
     /// Checks every field against the limits above; the message names the offending field.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_session_id(&self.session_id)?;
-        if self.image.trim().is_empty() {
-            return Err(SpecError("image must not be empty".into()));
-        }
-        if self.image.len() > MAX_IMAGE_LEN || self.image.chars().any(char::is_control) {
-            return Err(SpecError(format!(
-                "image must be at most {MAX_IMAGE_LEN} printable characters"
-            )));
-        }
+        validate_image(&self.image)?;
         if !self.resource_factor.is_finite()
-            || self.resource_factor <= 0.0
+            || self.resource_factor < MIN_RESOURCE_FACTOR
             || self.resource_factor > MAX_RESOURCE_FACTOR
         {
             return Err(SpecError(format!(
-                "resource_factor must be greater than 0 and at most {MAX_RESOURCE_FACTOR}, got {}",
+                "resource_factor must be between {MIN_RESOURCE_FACTOR} and {MAX_RESOURCE_FACTOR}, got {}",
                 self.resource_factor
             )));
         }
@@ -113,6 +152,11 @@ impl RuntimeSpec {
             if !is_env_name(key) {
                 return Err(SpecError(format!(
                     "environment variable name {key:?} is invalid (letters, digits, '_', '-', '.'; not starting with a digit)"
+                )));
+            }
+            if is_reserved_env_name(key) {
+                return Err(SpecError(format!(
+                    "environment variable {key} is not allowed: the dynamic loader's LD_* variables cannot be set for a sandbox"
                 )));
             }
             if value.contains('\0') {
@@ -135,8 +179,10 @@ impl RuntimeSpec {
             ("fs_group", self.fs_group),
         ] {
             if let Some(id) = id {
-                if !(0..=i64::from(u32::MAX)).contains(&id) {
-                    return Err(SpecError(format!("{name} must be between 0 and 4294967295")));
+                if !(0..=MAX_ID).contains(&id) {
+                    return Err(SpecError(format!(
+                        "{name} must be between 0 and {MAX_ID}, got {id}"
+                    )));
                 }
             }
         }
@@ -149,6 +195,42 @@ impl RuntimeSpec {
     }
 }
 
+impl RuntimeSpec {
+    /// Checks the caller's environment against what the backend can pass on (`environment` is
+    /// named in the message, with the offending variable).
+    pub fn validate_environment_size(&self, limits: EnvLimits) -> Result<(), SpecError> {
+        let mut total = 0;
+        for (key, value) in &self.environment {
+            let size = key.len() + 1 + value.len();
+            if size > limits.one_variable_bytes {
+                return Err(SpecError(format!(
+                    "environment variable {key} is {size} bytes, at most {} are allowed",
+                    limits.one_variable_bytes
+                )));
+            }
+            total += size;
+        }
+        if total > limits.total_bytes {
+            return Err(SpecError(format!(
+                "environment is {total} bytes, at most {} are allowed",
+                limits.total_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An image reference a registry could serve, by the distribution reference grammar
+/// (lower-case repository, valid tag or digest), with no surrounding whitespace.
+pub fn validate_image(image: &str) -> Result<(), SpecError> {
+    if image.len() > MAX_IMAGE_LEN {
+        return Err(SpecError(format!("image is longer than {MAX_IMAGE_LEN} bytes")));
+    }
+    oci_spec::distribution::Reference::try_from(image)
+        .map(|_| ())
+        .map_err(|e| SpecError(format!("image {image:?} is not a valid image reference: {e}")))
+}
+
 pub fn validate_session_id(id: &str) -> Result<(), SpecError> {
     validate_id("session_id", id, MAX_SESSION_ID_LEN)
 }
@@ -158,8 +240,8 @@ pub fn validate_runtime_id(id: &str) -> Result<(), SpecError> {
 }
 
 fn validate_id(field: &str, id: &str, max: usize) -> Result<(), SpecError> {
-    if id.is_empty() {
-        return Err(SpecError(format!("{field} must not be empty")));
+    if id.trim().is_empty() {
+        return Err(SpecError(format!("{field} must not be empty or blank")));
     }
     if id.len() > max {
         return Err(SpecError(format!("{field} is longer than {max} bytes")));
@@ -217,20 +299,119 @@ mod tests {
 
     #[test]
     fn rejects_resource_factor_out_of_range() {
-        for bad in [0.0, -1.0, 64.5, f64::NAN, f64::INFINITY] {
+        for bad in [0.0, -1.0, 1e-9, 0.2, 64.5, f64::NAN, f64::INFINITY] {
             let s = RuntimeSpec { resource_factor: bad, ..spec() };
             assert!(s.validate().is_err(), "{bad} accepted");
         }
-        let s = RuntimeSpec { resource_factor: 64.0, ..spec() };
+        for good in [MIN_RESOURCE_FACTOR, 1.0, 64.0] {
+            let s = RuntimeSpec { resource_factor: good, ..spec() };
+            assert_eq!(s.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn image_references_follow_the_registry_grammar() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for good in [
+            "ubuntu".to_string(),
+            "ubuntu:22.04".to_string(),
+            "ghcr.io/openhands/agent-server:1.58.2-python".to_string(),
+            "localhost:5000/a/b_c__d-e.f:Tag_1.x".to_string(),
+            "127.0.0.1:5000/rt:latest".to_string(),
+            format!("ghcr.io/openhands/runtime@{digest}"),
+            format!("ghcr.io/openhands/runtime:v1@{digest}"),
+            format!("r.io/{}", "a".repeat(200)),
+        ] {
+            assert_eq!(validate_image(&good), Ok(()), "{good}");
+        }
+        for bad in [
+            String::new(),
+            " ".to_string(),
+            " ubuntu".to_string(),
+            "ubuntu ".to_string(),
+            "ubu ntu".to_string(),
+            "Ubuntu".to_string(),
+            "ghcr.io/OpenHands/runtime".to_string(),
+            "ghcr.io/a/../b".to_string(),
+            "ghcr.io/a..b".to_string(),
+            "ubuntu:".to_string(),
+            "ubuntu:-x".to_string(),
+            format!("ubuntu:{}", "t".repeat(129)),
+            "ubuntu@sha256:abc".to_string(),
+            "ubuntu@md5:0123456789abcdef0123456789abcdef".to_string(),
+            "ghcr.io/a/".to_string(),
+            "/a".to_string(),
+            "a//b".to_string(),
+            "a\nb".to_string(),
+            format!("r.io/{}", "a".repeat(300)),
+            "x".repeat(MAX_IMAGE_LEN + 1),
+        ] {
+            let e = validate_image(&bad).expect_err(&bad);
+            assert!(e.0.starts_with("image "), "{e}");
+            let s = RuntimeSpec { image: bad.clone(), ..spec() };
+            assert!(s.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_and_group_ids_fit_in_an_int32() {
+        for (field, set) in [
+            (
+                "run_as_user",
+                (|s: &mut RuntimeSpec, v| s.run_as_user = v) as fn(&mut RuntimeSpec, Option<i64>),
+            ),
+            ("run_as_group", |s, v| s.run_as_group = v),
+            ("fs_group", |s, v| s.fs_group = v),
+        ] {
+            for good in [0, 10001, MAX_ID] {
+                let mut s = spec();
+                set(&mut s, Some(good));
+                assert_eq!(s.validate(), Ok(()), "{field}={good}");
+            }
+            for bad in [-1, MAX_ID + 1, i64::from(u32::MAX), i64::MAX] {
+                let mut s = spec();
+                set(&mut s, Some(bad));
+                assert!(s.validate().unwrap_err().0.starts_with(field), "{field}={bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn loader_variables_are_refused_and_path_is_allowed() {
+        for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"] {
+            let mut s = spec();
+            s.environment.insert(name.into(), "/tmp/x.so".into());
+            assert!(s.validate().unwrap_err().0.contains(name), "{name}");
+        }
+        let mut s = spec();
+        s.environment.insert("PATH".into(), "/opt/venv/bin:/usr/bin".into());
+        s.environment.insert("OLD_VALUE".into(), "x".into());
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn environment_size_is_bounded_per_variable_and_in_total() {
+        let limits = EnvLimits { total_bytes: 100, one_variable_bytes: 40 };
+        let mut s = spec();
+        s.environment.insert("A".into(), "x".repeat(38)); // "A=" + 38 = 40 bytes
+        assert_eq!(s.validate_environment_size(limits), Ok(()));
+        s.environment.insert("B".into(), "x".repeat(39));
+        assert!(s.validate_environment_size(limits).unwrap_err().0.contains("variable B"));
+        s.environment.insert("B".into(), "x".repeat(38));
+        s.environment.insert("C".into(), "x".repeat(38));
+        assert!(
+            s.validate_environment_size(limits).unwrap_err().0.starts_with("environment is 120")
+        );
     }
 
     #[test]
     fn rejects_oversized_or_empty_session_ids() {
         let s = RuntimeSpec { session_id: "x".repeat(MAX_SESSION_ID_LEN + 1), ..spec() };
         assert!(s.validate().unwrap_err().0.contains("session_id"));
-        let s = RuntimeSpec { session_id: String::new(), ..spec() };
-        assert!(s.validate().is_err());
+        for blank in ["", " ", "\t \u{3000}"] {
+            let s = RuntimeSpec { session_id: blank.into(), ..spec() };
+            assert!(s.validate().unwrap_err().0.contains("session_id"), "{blank:?}");
+        }
     }
 
     #[test]

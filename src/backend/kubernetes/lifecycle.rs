@@ -24,6 +24,7 @@ use super::store;
 use super::writes::{Created, Writer};
 use crate::registry::{self, Credentials, docker_config_credentials};
 use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
+use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
     Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
     Runtime, RuntimeSpec, Status, SweepReport, ids,
@@ -197,7 +198,11 @@ impl KubernetesBackend {
             Created::AlreadyExists => return self.existing_after_conflict(&record).await,
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
-        self.ensure_objects(&created, None, Some((&session_key, &spec.environment))).await?;
+        let ensured = self.ensure_objects(&created, None, Some((&session_key, &spec.environment)));
+        if let Err(e) = ensured.await {
+            self.roll_back(&created, &e).await;
+            return Err(e);
+        }
         self.writer().event(
             &created,
             false,
@@ -206,6 +211,41 @@ impl KubernetesBackend {
         );
         self.await_cached(&created).await;
         self.view(&created).ok_or_else(malformed)
+    }
+
+    /// Removes a runtime whose creation failed, so the failed `/start` leaves nothing behind and
+    /// nothing in `/list`. Best effort: what cannot be deleted now (the API server is down) is
+    /// the orphan sweep's, since a record without its Secret is removed there.
+    async fn roll_back(&self, record: &ConfigMap, cause: &BackendError) {
+        let Some(runtime_id) = runtime_id_of(&record.metadata) else { return };
+        tracing::warn!(runtime_id, error = %cause.chain(), "start failed; removing what it created");
+        if let Err(e) = self.delete_runtime(record, runtime_id).await {
+            tracing::warn!(runtime_id, error = %e.chain(), "could not remove a failed start; the orphan sweep will");
+        }
+    }
+
+    /// Deletes the record and then every object it owns, explicitly (garbage collection would
+    /// get there too, but later and not when it is off), and waits for the cache to drop it.
+    async fn delete_runtime(&self, record: &ConfigMap, runtime_id: &str) -> BackendResult<()> {
+        let name = record.name_any();
+        self.writer().delete::<ConfigMap>("runtime record", &name).await?;
+        let object = object_name(runtime_id);
+        self.writer().delete_pods(runtime_id).await?;
+        self.writer().delete::<Ingress>("ingress", &object).await?;
+        self.writer().delete::<NetworkPolicy>("network policy", &object).await?;
+        self.writer().delete::<Service>("service", &object).await?;
+        self.writer().delete::<Secret>("secret", &object).await?;
+        if self.inner.settings.workspace_storage_size.is_some() {
+            self.writer()
+                .delete::<PersistentVolumeClaim>("workspace claim", &claim_name(runtime_id))
+                .await?;
+        }
+        let uid = record.metadata.uid.clone();
+        store::wait_until(CACHE_CATCH_UP, || {
+            self.inner.store.record(&name).is_none_or(|r| r.metadata.uid != uid)
+        })
+        .await;
+        Ok(())
     }
 
     /// Another replica (or request) created this session's record first: return its runtime once
@@ -237,7 +277,11 @@ impl Backend for KubernetesBackend {
             (StartPlan::CompleteCreation, Some(c)) => {
                 tracing::info!(runtime_id = %c.info.runtime_id, "completing a runtime whose creation was interrupted");
                 let key = ids::new_session_key();
-                self.ensure_objects(&c.record, None, Some((&key, &spec.environment))).await?;
+                let ensured = self.ensure_objects(&c.record, None, Some((&key, &spec.environment)));
+                if let Err(e) = ensured.await {
+                    self.roll_back(&c.record, &e).await;
+                    return Err(e);
+                }
                 self.await_cached(&c.record).await;
                 self.view(&c.record).ok_or_else(malformed)
             }
@@ -373,27 +417,9 @@ impl Backend for KubernetesBackend {
             .record_for_runtime(runtime_id)
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         let last = self.view(&record).ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
-        let name = record.name_any();
-        // The record first: from now on this session starts afresh; then everything it owned,
-        // explicitly (garbage collection would get there too, but later and not when it is off).
-        self.writer().delete::<ConfigMap>("runtime record", &name).await?;
+        // The record first: from now on this session starts afresh; then everything it owned.
+        self.delete_runtime(&record, runtime_id).await?;
         self.writer().event(&record, false, "Stopped", format!("runtime {runtime_id} stopped"));
-        let object = object_name(runtime_id);
-        self.writer().delete_pods(runtime_id).await?;
-        self.writer().delete::<Ingress>("ingress", &object).await?;
-        self.writer().delete::<NetworkPolicy>("network policy", &object).await?;
-        self.writer().delete::<Service>("service", &object).await?;
-        self.writer().delete::<Secret>("secret", &object).await?;
-        if self.inner.settings.workspace_storage_size.is_some() {
-            self.writer()
-                .delete::<PersistentVolumeClaim>("workspace claim", &claim_name(runtime_id))
-                .await?;
-        }
-        let uid = record.metadata.uid.clone();
-        store::wait_until(CACHE_CATCH_UP, || {
-            self.inner.store.record(&name).is_none_or(|r| r.metadata.uid != uid)
-        })
-        .await;
         tracing::info!(runtime_id, session_id = %last.session_id, "runtime stopped");
         Ok(last.stopped())
     }
@@ -406,6 +432,16 @@ impl Backend for KubernetesBackend {
 
     fn readiness(&self) -> Readiness {
         self.inner.store.readiness()
+    }
+
+    fn reads_complete(&self) -> Readiness {
+        self.inner.store.synced()
+    }
+
+    /// The caller's environment lives in the runtime's Secret (at most 1 MiB, base64 on the
+    /// wire) and reaches the container through execve.
+    fn environment_limits(&self) -> EnvLimits {
+        EnvLimits { total_bytes: 512 * 1024, ..EnvLimits::EXEC }
     }
 
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {

@@ -165,14 +165,23 @@ impl Store {
         self.pods.get(&ObjectRef::new(name).within(&self.namespace))
     }
 
+    /// Complete once every watch has listed: before that a read would see some runtimes, or
+    /// runtimes without their pods. (A failing watch later keeps the last complete view.)
+    pub fn synced(&self) -> Readiness {
+        match self.health.iter().find(|(_, h)| !h.synced.load(Ordering::Relaxed)) {
+            Some((name, _)) => Readiness::NotReady(format!(
+                "the {name} cache has not synced with the Kubernetes API yet"
+            )),
+            None => Readiness::Ready,
+        }
+    }
+
     /// Ready once every watch has listed, and not while a watch is failing (API server unreachable).
     pub fn readiness(&self) -> Readiness {
+        if let Readiness::NotReady(reason) = self.synced() {
+            return Readiness::NotReady(reason);
+        }
         for (name, h) in self.health.iter() {
-            if !h.synced.load(Ordering::Relaxed) {
-                return Readiness::NotReady(format!(
-                    "the {name} cache has not synced with the Kubernetes API yet"
-                ));
-            }
             if h.failing.load(Ordering::Relaxed) {
                 return Readiness::NotReady(format!(
                     "the {name} watch is failing: the Kubernetes API is unreachable"

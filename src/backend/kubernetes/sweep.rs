@@ -181,7 +181,7 @@ mod tests {
 
     use super::*;
     use crate::backend::kubernetes::record::{self, ANNOTATION_PAUSED, LABEL_RUNTIME_ID};
-    use crate::runtime::{Command, RuntimeSpec};
+    use crate::runtime::RuntimeSpec;
 
     const GRACE: Duration = Duration::from_secs(60);
 
@@ -194,19 +194,7 @@ mod tests {
     }
 
     fn record(runtime_id: &str, age: i64, paused: bool) -> ConfigMap {
-        let spec = RuntimeSpec {
-            session_id: format!("session-{runtime_id}"),
-            image: "img".into(),
-            command: Command::ImageDefault,
-            working_dir: None,
-            environment: Default::default(),
-            resource_factor: 1.0,
-            runtime_class: None,
-            run_as_user: None,
-            run_as_group: None,
-            fs_group: None,
-            image_pull_policy: None,
-        };
+        let spec = RuntimeSpec::new(format!("session-{runtime_id}"), "img");
         let mut r = record::record("ns", runtime_id, runtime_id, &spec, "t");
         aged(&mut r.metadata, age);
         r.metadata

@@ -22,9 +22,12 @@ pub fn kube_error(context: &str, e: kube::Error) -> BackendError {
         kube::Error::Api(status) => {
             let message = format!("{context}: {} ({})", status.message, status.reason);
             match status.code {
-                403 => {
+                403 if is_rbac_denial(&status.message) => {
                     BackendError::forbidden(format!("{message}; check the service account's Role"))
                 }
+                // Any other 403 is an admission plugin refusing this object (a RuntimeClass the
+                // cluster lacks, a quota, a pod security policy): the request is what is wrong.
+                403 => BackendError::invalid(format!("{message}: the cluster refused it")),
                 404 => BackendError::not_found(message),
                 409 => BackendError::conflict(message),
                 400 | 422 => BackendError::invalid(message),
@@ -37,6 +40,12 @@ pub fn kube_error(context: &str, e: kube::Error) -> BackendError {
         }
     };
     mapped.with_source(e)
+}
+
+/// Whether a 403 comes from RBAC (`User "..." cannot create resource ...`) rather than from an
+/// admission plugin (`pods "x" is forbidden: pod rejected: RuntimeClass "y" not found`).
+fn is_rbac_denial(message: &str) -> bool {
+    message.contains("User \"") && message.contains(" cannot ")
 }
 
 fn api_code(e: &kube::Error) -> Option<u16> {
@@ -211,5 +220,41 @@ impl Writer {
                 tracing::debug!(error = %e, "could not record an event");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ErrorKind;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure(message, "Forbidden").with_code(code).boxed())
+    }
+
+    #[test]
+    fn rbac_denials_and_admission_rejections_are_told_apart() {
+        let rbac = kube_error(
+            "creating the sandbox pod",
+            api_error(
+                403,
+                r#"pods is forbidden: User "system:serviceaccount:ns:runtime-api" cannot create resource "pods" in API group "" in the namespace "ns""#,
+            ),
+        );
+        assert_eq!(rbac.kind(), ErrorKind::Forbidden);
+        assert!(rbac.to_string().contains("Role"), "{rbac}");
+        let admission = kube_error(
+            "creating the sandbox pod",
+            api_error(
+                403,
+                r#"pods "oh-rt-x-1" is forbidden: pod rejected: RuntimeClass "gvisor" not found"#,
+            ),
+        );
+        assert_eq!(admission.kind(), ErrorKind::Invalid);
+        assert!(
+            admission.to_string().contains(r#"RuntimeClass "gvisor" not found"#),
+            "{admission}"
+        );
+        assert!(!admission.to_string().contains("Role"), "{admission}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::record::RuntimeDir;
+use super::record::{self, RuntimeDir};
 use crate::runtime::env::SandboxPorts;
 
 /// Variables of the service's own environment a sandbox process inherits. Everything else,
@@ -61,7 +61,7 @@ pub fn process_environment(
 }
 
 /// Starts the agent server in its own process group (so stopping it also stops what it spawned),
-/// with output appended to the runtime's log.
+/// with output appended to the runtime's log and its runtime directory in [`record::MARKER_VAR`].
 pub fn spawn(
     command: &str,
     dir: &RuntimeDir,
@@ -69,13 +69,15 @@ pub fn spawn(
 ) -> std::io::Result<tokio::process::Child> {
     std::fs::create_dir_all(dir.workspace())?;
     std::fs::create_dir_all(dir.home())?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.log())?;
+    let log = record::private_file(&dir.log(), false)?;
     tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("exec {command}"))
         .current_dir(dir.workspace())
         .env_clear()
         .envs(env)
+        // Last, so the caller's environment cannot change it.
+        .env(record::MARKER_VAR, &dir.0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -76,6 +76,8 @@ struct Entry {
     /// Serialises pause/resume/stop of this runtime.
     op_lock: Arc<tokio::sync::Mutex<()>>,
     launched_at: Instant,
+    /// The record on disk could not be read: only `/stop` applies (it removes the files).
+    unreadable: bool,
 }
 
 struct Running {
@@ -94,7 +96,46 @@ impl Entry {
             failure: None,
             op_lock: Arc::default(),
             launched_at: Instant::now(),
+            unreadable: false,
         }
+    }
+
+    /// A runtime directory whose record cannot be read: shown in `error` so it can be seen and
+    /// stopped, never silently skipped (its agent server, if any, was stopped at start-up).
+    fn unreadable(dir: RuntimeDir, runtime_id: String, error: &std::io::Error) -> Self {
+        let record = Record {
+            runtime_id,
+            spec: RuntimeSpec::new("", ""),
+            session_api_key: String::new(),
+            ports: crate::runtime::env::SandboxPorts {
+                agent: 0,
+                vscode: 0,
+                worker_1: 0,
+                worker_2: 0,
+            },
+            created_at: String::new(),
+            paused: false,
+            paused_at: None,
+            pause_reason: None,
+            process: None,
+        };
+        let mut entry = Entry::new(record, dir);
+        entry.unreadable = true;
+        entry.failure = Some(format!(
+            "the runtime record is unreadable ({error}); its agent server was stopped; stop the runtime to remove its files"
+        ));
+        entry
+    }
+
+    /// Pause and resume need a readable record.
+    fn check_readable(&self) -> BackendResult<()> {
+        if self.unreadable {
+            return Err(BackendError::conflict(format!(
+                "runtime {} has an unreadable record: stop it",
+                self.record.runtime_id
+            )));
+        }
+        Ok(())
     }
 
     /// What the lifecycle plans need: a process record always holds its key, and a stopped
@@ -171,9 +212,12 @@ fn internal(context: &str) -> impl Fn(std::io::Error) -> BackendError + '_ {
 impl ProcessBackend {
     /// Opens `STATE_DIR`, loads every record and re-adopts agent servers that are still running.
     /// Must run inside a Tokio runtime.
-    pub fn open(settings: ProcessSettings, metrics: Metrics) -> std::io::Result<Self> {
+    pub fn open(mut settings: ProcessSettings, metrics: Metrics) -> std::io::Result<Self> {
+        record::private_dir(&settings.state_dir)?;
+        // Absolute, so the marker in each agent's environment names one directory.
+        settings.state_dir = settings.state_dir.canonicalize()?;
         let runtimes_dir = settings.state_dir.join("runtimes");
-        std::fs::create_dir_all(&runtimes_dir)?;
+        record::private_dir(&runtimes_dir)?;
         let lock_file = lock_state_dir(&settings.state_dir)?;
         let trash = settings.state_dir.join("trash");
         if trash.exists() {
@@ -188,37 +232,61 @@ impl ProcessBackend {
             metrics,
             _lock_file: lock_file,
         });
-        let mut loaded = Vec::new();
+        let mut entries = Vec::new();
         for dir_entry in std::fs::read_dir(&runtimes_dir)? {
             let dir = RuntimeDir(dir_entry?.path());
-            match record::load(&dir.record()) {
-                Ok(record) => loaded.push((record, dir)),
-                Err(e) => {
-                    tracing::warn!(path = %dir.0.display(), error = %e, "skipping unreadable runtime record")
-                }
+            if let Some(entry) = load_runtime(dir)? {
+                entries.push(entry);
             }
         }
-        {
-            let mut state = inner.lock();
-            for (record, dir) in loaded {
-                let mut entry = Entry::new(record, dir);
-                let id = entry.record.runtime_id.clone();
-                if !entry.record.paused {
-                    match entry.record.process.filter(|p| record::is_alive(*p)) {
-                        Some(process) => inner.adopt(&mut entry, process),
-                        None => {
-                            entry.failure = Some(
-                                "agent server is not running: it exited while the service was down; resume the runtime to start it again"
-                                    .into(),
-                            )
+        let marked = record::marked_processes(&runtimes_dir);
+        let mut state = inner.lock();
+        for mut entry in entries {
+            let id = entry.record.runtime_id.clone();
+            if !entry.record.paused && !entry.unreadable {
+                // The record may predate the spawn (a crash in between): the marker is the truth.
+                let leader = marked.iter().find(|m| m.runtime_id == id && m.is_leader());
+                let process = leader
+                    .map(record::Marked::id)
+                    .or(entry.record.process.filter(|p| record::is_alive(*p)));
+                match process {
+                    Some(process) => {
+                        if entry.record.process != Some(process) {
+                            entry.record.process = Some(process);
+                            if let Err(e) = Inner::persist(&entry) {
+                                tracing::warn!(runtime_id = %id, error = %e.chain(), "could not record the re-adopted process");
+                            }
                         }
+                        inner.adopt(&mut entry, process);
+                    }
+                    None => {
+                        entry.failure = Some(
+                            "agent server is not running: it exited while the service was down; resume the runtime to start it again"
+                                .into(),
+                        )
                     }
                 }
-                tracing::info!(runtime_id = %id, session_id = %entry.record.spec.session_id, status = entry.view().status.as_str(), "loaded runtime");
+            }
+            tracing::info!(runtime_id = %id, session_id = %entry.record.spec.session_id, status = entry.view().status.as_str(), "loaded runtime");
+            if !entry.unreadable {
                 state.sessions.insert(entry.record.spec.session_id.clone(), id.clone());
-                state.runtimes.insert(id, entry);
+            }
+            state.runtimes.insert(id, entry);
+        }
+        // Everything else of this state directory runs unaccounted for: stop it.
+        for m in &marked {
+            let adopted = state
+                .runtimes
+                .get(&m.runtime_id)
+                .and_then(|e| e.running.as_ref())
+                .is_some_and(|r| r.pid == m.stat.pgid);
+            if !adopted {
+                tracing::warn!(runtime_id = %m.runtime_id, pid = m.pid, "stopping an agent process no runnable runtime accounts for");
+                launch::signal_group(m.stat.pgid, libc::SIGKILL);
+                launch::signal_group(m.pid, libc::SIGKILL);
             }
         }
+        drop(state);
         Ok(ProcessBackend { inner })
     }
 
@@ -229,6 +297,60 @@ impl ProcessBackend {
             .get(runtime_id)
             .map(|e| e.op_lock.clone())
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
+    }
+}
+
+/// One runtime directory at start-up: its entry, or `None` when a crash during its first record
+/// write left only a temporary file (nothing was spawned: the record is written first).
+fn load_runtime(dir: RuntimeDir) -> std::io::Result<Option<Entry>> {
+    match std::fs::remove_file(dir.0.join(record::TEMP_RECORD_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let runtime_id =
+        dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match record::load(&dir.record()) {
+        Ok(record) => {
+            tighten(&dir)?;
+            Ok(Some(Entry::new(record, dir)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %dir.0.display(), "removing a runtime directory without a record (a start interrupted before its first write)");
+            std::fs::remove_dir_all(&dir.0)?;
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::error!(runtime_id, path = %dir.0.display(), error = %e, "unreadable runtime record");
+            tighten(&dir)?;
+            Ok(Some(Entry::unreadable(dir, runtime_id, &e)))
+        }
+    }
+}
+
+/// Owner-only permissions on a runtime's directory, record and log (older versions left 0644).
+fn tighten(dir: &RuntimeDir) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    record::private_dir(&dir.0)?;
+    for file in [dir.record(), dir.log()] {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(record::FILE_MODE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process started for `runtime_id` that still runs, whatever the record says
+/// (an agent spawned just before a crash, or what an agent left in another process group).
+fn kill_marked(runtimes_dir: &std::path::Path, runtime_id: &str) {
+    for m in record::marked_processes(runtimes_dir).iter().filter(|m| m.runtime_id == runtime_id) {
+        tracing::warn!(
+            runtime_id,
+            pid = m.pid,
+            "stopping an agent process the record did not account for"
+        );
+        launch::signal_group(m.stat.pgid, libc::SIGKILL);
+        launch::signal_group(m.pid, libc::SIGKILL);
     }
 }
 
@@ -252,6 +374,10 @@ fn lock_state_dir(state_dir: &std::path::Path) -> std::io::Result<std::fs::File>
 }
 
 impl Inner {
+    fn runtimes_dir(&self) -> PathBuf {
+        self.settings.state_dir.join("runtimes")
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means a panic elsewhere; the state itself is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -457,9 +583,8 @@ impl Backend for ProcessBackend {
             })
             .collect();
         let ports = launch::free_ports(&taken).map_err(internal("could not allocate ports"))?;
-        let dir = RuntimeDir(self.inner.settings.state_dir.join("runtimes").join(&runtime_id));
-        std::fs::create_dir_all(&dir.0)
-            .map_err(internal("could not create the runtime directory"))?;
+        let dir = RuntimeDir(self.inner.runtimes_dir().join(&runtime_id));
+        record::private_dir(&dir.0).map_err(internal("could not create the runtime directory"))?;
         let record = Record {
             runtime_id: runtime_id.clone(),
             spec,
@@ -512,6 +637,7 @@ impl Backend for ProcessBackend {
                 .runtimes
                 .get_mut(runtime_id)
                 .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+            entry.check_readable()?;
             if entry.record.paused {
                 return Ok(entry.view());
             }
@@ -528,6 +654,7 @@ impl Backend for ProcessBackend {
         if let Some(running) = running {
             terminate(running).await;
         }
+        kill_marked(&self.inner.runtimes_dir(), runtime_id);
         tracing::info!(runtime_id, session_id = %view.session_id, "runtime paused");
         Ok(view)
     }
@@ -540,6 +667,7 @@ impl Backend for ProcessBackend {
             .runtimes
             .get_mut(runtime_id)
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
+        entry.check_readable()?;
         match plan_resume(&entry.known()) {
             ResumePlan::AlreadyRunning => return Ok(entry.view()),
             ResumePlan::CredentialsLost => {
@@ -584,6 +712,7 @@ impl Backend for ProcessBackend {
         if let Some(running) = entry.running.take() {
             terminate(running).await;
         }
+        kill_marked(&self.inner.runtimes_dir(), runtime_id);
         let removal = match moved {
             Ok(()) => tokio::fs::remove_dir_all(&doomed).await,
             Err(_) => tokio::fs::remove_dir_all(&entry.dir.0).await,
@@ -615,6 +744,7 @@ impl Backend for ProcessBackend {
             .lock()
             .runtimes
             .values()
+            .filter(|e| !e.unreadable)
             .map(|e| {
                 let view = e.view();
                 let paused_for = e

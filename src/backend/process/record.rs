@@ -13,6 +13,13 @@ pub const RECORD_FILE: &str = "record.json";
 pub const LOG_FILE: &str = "agent.log";
 pub const WORKSPACE_DIR: &str = "workspace";
 pub const HOME_DIR: &str = "home";
+pub const TEMP_RECORD_FILE: &str = ".record.json.tmp";
+/// Set in every agent server's environment to its runtime directory: how a restarted service
+/// finds each agent process of its state directory, whatever the records say.
+pub const MARKER_VAR: &str = "RUNTIME_API_RUNTIME_DIR";
+/// Records hold the session key and the caller's environment: owner only.
+pub const FILE_MODE: u32 = 0o600;
+pub const DIR_MODE: u32 = 0o700;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -58,13 +65,36 @@ impl RuntimeDir {
 }
 
 /// Writes the record atomically (temporary file, fsync, rename): a crash leaves the old or the new
-/// record, never half of one.
+/// record, never half of one (and at worst a temporary file, removed at the next start).
 pub fn save(dir: &RuntimeDir, record: &Record) -> std::io::Result<()> {
-    let tmp = dir.0.join(".record.json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+    let tmp = dir.0.join(TEMP_RECORD_FILE);
+    let mut file = private_file(&tmp, true)?;
     file.write_all(&serde_json::to_vec_pretty(record)?)?;
     file.sync_all()?;
     std::fs::rename(&tmp, dir.record())
+}
+
+/// Opens a file only its owner can read (`truncate`: to rewrite it, else to append to it).
+pub fn private_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true).mode(FILE_MODE);
+    if truncate {
+        options.truncate(true)
+    } else {
+        options.append(true)
+    };
+    let file = options.open(path)?;
+    // `mode` applies only to new files; older installations wrote 0644.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
+/// Creates a directory (and its parents) only its owner can enter, or tightens an existing one.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
 }
 
 pub fn load(path: &Path) -> std::io::Result<Record> {
@@ -74,19 +104,78 @@ pub fn load(path: &Path) -> std::io::Result<Record> {
 
 /// The start time (field 22 of `/proc/{pid}/stat`) of a live process, or `None` if it is gone.
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_ticks(&stat)
+    live_stat(pid).map(|s| s.start_ticks)
+}
+
+/// What `/proc/{pid}/stat` says of a live (not zombie) process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pgid: u32,
+    pub start_ticks: u64,
+}
+
+fn live_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Fields after the command name (which may contain spaces and parentheses) start at field 3.
-fn parse_start_ticks(stat: &str) -> Option<u64> {
+fn parse_stat(stat: &str) -> Option<Stat> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // fields[0] is the state (field 3); zombies count as gone.
     if fields.first() == Some(&"Z") {
         return None;
     }
-    fields.get(22 - 3)?.parse().ok()
+    Some(Stat {
+        pgid: fields.get(5 - 3)?.parse().ok()?,
+        start_ticks: fields.get(22 - 3)?.parse().ok()?,
+    })
+}
+
+/// The runtime directory named by [`MARKER_VAR`] in a process environment (`/proc/{pid}/environ`).
+pub fn marker_in(environ: &[u8]) -> Option<&Path> {
+    let prefix = format!("{MARKER_VAR}=");
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(prefix.as_bytes())?;
+        Some(Path::new(std::str::from_utf8(value).ok()?))
+    })
+}
+
+/// A live process started for a runtime of this state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub runtime_id: String,
+    pub pid: u32,
+    pub stat: Stat,
+}
+
+impl Marked {
+    /// Whether it leads its process group: the agent server itself, not something it spawned.
+    pub fn is_leader(&self) -> bool {
+        self.pid == self.stat.pgid
+    }
+
+    pub fn id(&self) -> ProcessId {
+        ProcessId { pid: self.pid, start_ticks: self.stat.start_ticks }
+    }
+}
+
+/// Every live process whose marker names a directory directly under `runtimes_dir`.
+pub fn marked_processes(runtimes_dir: &Path) -> Vec<Marked> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let dir = marker_in(&environ)?;
+            if dir.parent() != Some(runtimes_dir) {
+                return None;
+            }
+            let runtime_id = dir.file_name()?.to_str()?.to_string();
+            Some(Marked { runtime_id, pid, stat: live_stat(pid)? })
+        })
+        .collect()
 }
 
 /// Whether the process recorded in `id` is still the same live process.
@@ -110,10 +199,32 @@ mod tests {
     #[test]
     fn parses_start_ticks_even_with_odd_command_names() {
         let stat = "1234 (agent (server) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 10";
-        assert_eq!(parse_start_ticks(stat), Some(98765));
+        assert_eq!(parse_stat(stat), Some(Stat { pgid: 1234, start_ticks: 98765 }));
         let zombie =
             "1234 (sh) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 10";
-        assert_eq!(parse_start_ticks(zombie), None);
+        assert_eq!(parse_stat(zombie), None);
+    }
+
+    #[test]
+    fn the_marker_is_found_among_environment_entries() {
+        let environ = b"PATH=/bin\0RUNTIME_API_RUNTIME_DIR=/s/runtimes/abc\0HOME=/h\0";
+        assert_eq!(marker_in(environ), Some(Path::new("/s/runtimes/abc")));
+        assert_eq!(marker_in(b"PATH=/bin\0XRUNTIME_API_RUNTIME_DIR=/x\0"), None);
+        assert_eq!(marker_in(b""), None);
+    }
+
+    #[test]
+    fn records_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = RuntimeDir(dir.path().join("runtimes/r1"));
+        private_dir(&runtime.0).unwrap();
+        std::fs::write(runtime.log(), "old").unwrap(); // 0644 as older versions left it
+        private_file(&runtime.log(), false).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&runtime.0), 0o700);
+        assert_eq!(mode(&runtime.log()), 0o600);
+        assert_eq!(std::fs::read_to_string(runtime.log()).unwrap(), "old");
     }
 
     #[test]
