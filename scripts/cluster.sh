@@ -389,6 +389,7 @@ up() {
   mkdir -p "$RUN_DIR"/{logs,pids,bin,etcd}
   chmod 700 "$RUN_DIR"
   echo "$bin" >"$RUN_DIR/bin-dir"
+  real_node && node_save_machine_state
   ln -s "$bin/kubectl" "$RUN_DIR/bin/kubectl"
   gen_pki
   kubeconfig admin admin

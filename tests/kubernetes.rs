@@ -449,6 +449,8 @@ async fn kwok_failure_stages_surface_with_the_right_detail() {
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn reads_never_reach_the_api_server() {
+    // The API server's request counters are cluster-wide: no heavy test may run meanwhile.
+    let _alone = CLUSTER_WIDE.lock().await;
     let ns = TestNamespace::new("reads").await;
     let state = StateDir::new();
     let svc = ns.service(&state, &[]).await;
@@ -468,6 +470,10 @@ async fn reads_never_reach_the_api_server() {
     // Other cluster components read too; a request per read would add at least `reads`.
     assert!(after - before < 20.0, "{reads} reads caused {} GET/LIST requests", after - before);
 }
+
+/// Held by the tests that measure, or load, the whole API server, so that they never overlap
+/// (the others run two at a time beside them).
+static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// GET and LIST requests the API server served for the kinds the service caches.
 async fn read_requests(admin: &Client) -> f64 {
@@ -968,6 +974,8 @@ async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn a_restarted_service_never_answers_from_incomplete_caches() {
     const RUNTIMES: usize = 1000;
+    // Its thousands of requests and re-lists would count in another test's cluster-wide figures.
+    let _alone = CLUSTER_WIDE.lock().await;
     let ns = TestNamespace::new("sync").await;
     let state = StateDir::new();
     // Pods no node can take: the pod cache has 1,000 pods to list, and the kwok nodes keep their

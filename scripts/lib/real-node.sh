@@ -115,6 +115,7 @@ node_apiserver_flags() {
 }
 
 # -------------------------------------------------------- machine changes ----
+# Called by `up` before anything runs (kubectl, for one, writes ~/.kube/cache at its first call).
 node_save_machine_state() {
   local d; d=$(ND)
   mkdir -p "$d"
@@ -382,7 +383,6 @@ node_images() {
 node_up() {
   local bin=$1 d; d=$(ND)
   local t0=$SECONDS
-  node_save_machine_state
   node_write_configs
   mkdir -p "$REGISTRY_DIR"
   start registry docker-registry serve "$d/registry.yaml"
