@@ -35,13 +35,6 @@ LOG_TAG=images
 # shellcheck source=lib/common.sh
 source "$ROOT/scripts/lib/common.sh"
 
-# need_tools CMD=PACKAGE...: install the Debian packages of the commands that are missing.
-need_tools() {
-  local pair packages=()
-  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || packages+=("${pair#*=}"); done
-  ((${#packages[@]} == 0)) || apt_install "${packages[@]}"
-}
-
 # The openhands-agent-server version the e2e tests pin.
 agent_version() {
   sed -n 's/^openhands-agent-server==\([^[:space:]]*\).*/\1/p' "$ROOT/tests/e2e/requirements.txt" | head -n1

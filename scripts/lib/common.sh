@@ -4,7 +4,7 @@
 #
 # log/die print `[LOG_TAG] ...` on stderr (stdout stays free for what a script prints for `eval`);
 # as_root runs a command as root (directly, or through sudo); apt_install installs the Debian
-# packages that are missing, in one apt-get call (with an `apt-get update` retry when the lists
+# packages that are missing (need_tools: those of the missing commands), in one apt-get call (with an `apt-get update` retry when the lists
 # are stale); debian_mirror is the archive this machine's apt uses.
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-runtime-api}" "$*" >&2; }
@@ -27,6 +27,13 @@ apt_install() {
     || { as_root apt-get update >&2 \
       && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; } \
     || die "apt-get install ${missing[*]} failed"
+}
+
+# need_tools CMD=PACKAGE...: install the Debian packages of the commands that are missing.
+need_tools() {
+  local pair packages=()
+  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || packages+=("${pair#*=}"); done
+  ((${#packages[@]} == 0)) || apt_install "${packages[@]}"
 }
 
 # The Debian mirror this machine's apt uses (deb-src lines and debootstrap use the same host).

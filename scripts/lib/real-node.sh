@@ -44,10 +44,8 @@ real_node() { [[ $REAL_NODE == 1 ]]; }
 ND() { echo "$RUN_DIR/node"; }
 
 node_install_packages() {
-  local pair packages=()
-  for pair in "${NODE_PACKAGES[@]}"; do command -v "${pair%%=*}" >/dev/null || packages+=("${pair#*=}"); done
-  [[ -x /usr/lib/cni/bridge ]] || packages+=(containernetworking-plugins)
-  ((${#packages[@]} == 0)) || apt_install "${packages[@]}"
+  need_tools "${NODE_PACKAGES[@]}"
+  [[ -x /usr/lib/cni/bridge ]] || apt_install containernetworking-plugins
 }
 
 node_preflight() {
@@ -298,7 +296,13 @@ cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     }
 }
 EOF
-  cat >"$d/registry.yaml" <<EOF
+}
+
+# The registry's configuration: it starts first, before the images (and so the other
+# configurations, which name the pause image) exist.
+node_write_registry_config() {
+  mkdir -p "$(ND)" "$REGISTRY_DIR"
+  cat >"$(ND)/registry.yaml" <<EOF
 version: 0.1
 log: {level: warn}
 storage:
@@ -383,12 +387,11 @@ node_images() {
 node_up() {
   local bin=$1 d; d=$(ND)
   local t0=$SECONDS
-  node_write_configs
-  mkdir -p "$REGISTRY_DIR"
+  node_write_registry_config
   start registry docker-registry serve "$d/registry.yaml"
   wait_for registry 30 curl -fsS --max-time 2 "http://$HOST:$REGISTRY_PORT/v2/"
   node_images
-  node_write_configs   # now with the pause image's reference
+  node_write_configs
   node_network_up
   node_cgroups_up
   start containerd "$bin/containerd" --config "$d/containerd.toml"
