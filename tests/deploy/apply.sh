@@ -9,6 +9,7 @@
 # Works in two throwaway namespaces (Pod Security "restricted" enforced), deletes them at the end,
 # prints every check and exits non-zero if any failed (2 if it could not run at all).
 #
+#  0. deploy/ is the chart's render (scripts/render-deploy.sh --check);
 #  1. every deploy/*.yaml but servicemonitor.yaml: `kubectl apply --server-side --dry-run=server`,
 #     no error and no warning (unknown fields, deprecated APIs, Pod Security violations);
 #  2. a real apply of deploy/rbac.yaml + deploy/runtime-api.yaml (with the Secret created as
@@ -19,7 +20,7 @@
 #  3. the chart: `helm lint --strict`, `helm template` (default values and every option on),
 #     dry-run applies of both, a real apply of the default render that rolls out, config values
 #     rendered as the service expects them, Role rules identical to deploy/rbac.yaml's, sandboxes
-#     in another namespace, every setting of src/config.rs covered, the failure on an unknown
+#     in another namespace, every setting of src/config/ covered, the failure on an unknown
 #     config key; then a real `helm install` + `helm upgrade` of a second release (NOTES.txt, the
 #     generated API key kept across the upgrade, a config change rolling the pods) and uninstall.
 set -uo pipefail
@@ -170,6 +171,9 @@ for n in "$NS" "$CHART_NS"; do
     pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted >/dev/null \
     || { echo "cannot create namespace $n" >&2; exit 2; }
 done
+
+# ------------------------------------------------ 0. deploy/ is the chart's render ----
+check "deploy/*.yaml are the chart's render (scripts/render-deploy.sh --check)" scripts/render-deploy.sh --check
 
 # ------------------------------------------------ 1. plain manifests, dry run ----
 MANIFESTS=()
@@ -323,17 +327,20 @@ unknown_key_fails() {
   grep -q 'config.noSuchSetting is not a setting of the runtime API' <<<"$out" || { echo "$out"; return 1; }
 }
 check "an unknown config key fails the render with a clear message" unknown_key_fails
-# Drift guard: every setting the service reads (src/config.rs) is under `config:` of the chart.
+# Drift guard: every setting the service reads (src/config/) is under `config:` of the chart.
+# It fails when it finds no setting at all (it once read a file that had moved, and passed).
 settings_covered() {
-  local names missing=() e
+  local names missing=() e wanted
   names=$(sed -n '/define "runtime-api.configEnvNames"/,/^{{- end }}/p' "$CHART/templates/_helpers.tpl" | awk 'NF == 2 { print $2 }')
-  for e in $(grep -o 'env = "[A-Z0-9_]*"' src/config.rs | cut -d'"' -f2); do
+  wanted=$(grep -rhoE 'env = "[A-Z0-9_]+"' src/config | cut -d'"' -f2 | sort -u)
+  (($(wc -l <<<"$wanted") >= 40)) || { echo "found only $(wc -l <<<"$wanted") settings in src/config: $wanted"; return 1; }
+  for e in $wanted; do
     case $e in API_KEY | POD_NAME) continue ;; esac   # from the Secret / the downward API
     grep -qx "$e" <<<"$names" || missing+=("$e")
   done
   none "not in the chart's config" "${missing[@]}"
 }
-check "the chart's config covers every setting of src/config.rs (API_KEY, POD_NAME set by the Deployment)" settings_covered
+check "the chart's config covers every setting of src/config/ (API_KEY, POD_NAME set by the Deployment)" settings_covered
 no_empty_settings() {
   local out; out=$(field configmap.yaml '{.data}')
   if grep -Eo '"(APP_SERVER_URL|APP_SERVER_PUBLIC_URL|INGRESS_TLS_SECRET|INGRESS_ANNOTATIONS|WORKSPACE_STORAGE_SIZE|RUNTIME_CLASSES|CA_CERT_SECRET|STATE_DIR|PROCESS_AGENT_COMMAND|NAMESPACE)"' <<<"$out"; then return 1; fi

@@ -27,12 +27,27 @@ app.kubernetes.io/name: {{ include "runtime-api.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Common labels. Never app.kubernetes.io/managed-by=runtime-api: that marks the service's own sandbox objects. */}}
+{{/*
+Common labels. Never app.kubernetes.io/managed-by=runtime-api: that marks the service's own
+sandbox objects. The plain manifests of deploy/ are not managed by Helm, so they leave out Helm's.
+*/}}
 {{- define "runtime-api.labels" -}}
+{{- if not .Values.plainManifests }}
 helm.sh/chart: {{ include "runtime-api.chart" . }}
+{{ end -}}
 {{ include "runtime-api.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+{{- if not .Values.plainManifests }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+{{- end }}
+
+{{/*
+metadata.namespace of the release's objects: none in the plain manifests of deploy/, where
+`kubectl apply -n` chooses it (and the service reads it from the downward API).
+*/}}
+{{- define "runtime-api.namespace" -}}
+{{- if not .Values.plainManifests }}{{ .Release.Namespace }}{{ end }}
 {{- end }}
 
 {{- define "runtime-api.serviceAccountName" -}}
@@ -46,6 +61,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The namespace of the sandboxes (and of the Role): config.namespace or the release's. */}}
 {{- define "runtime-api.sandboxNamespace" -}}
 {{- default .Release.Namespace .Values.config.namespace }}
+{{- end }}
+
+{{/* metadata.namespace of the Role and RoleBinding (see runtime-api.namespace). */}}
+{{- define "runtime-api.sandboxMetaNamespace" -}}
+{{- if not .Values.plainManifests }}{{ include "runtime-api.sandboxNamespace" . }}{{ end }}
 {{- end }}
 
 {{- define "runtime-api.secretName" -}}
