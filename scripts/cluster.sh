@@ -58,7 +58,7 @@ cache_key() {
     go env GOVERSION GOOS GOARCH
     cat "$SRC/go.mod" "$SRC/go.sum" "$SRC/cmd/k8s/main.go" \
         "$SRC/kwok-tool/go.mod" "$SRC/kwok-tool/go.sum" \
-        "$SRC/node-tool/go.mod" "$SRC/node-tool/go.sum" "$SRC/coredns-tool/go.mod" "$SRC/coredns-tool/go.sum" \
+        "$SRC/node-tool/go.mod" "$SRC/node-tool/go.sum" "$SRC/coredns-tool/go.mod" "$SRC/coredns-tool/go.sum" "$SRC/coredns-tool/main.go" \
         "$SRC/provisioner/go.mod" "$SRC/provisioner/go.sum" "$SRC/provisioner/main.go"
   } | sha256sum | cut -c1-16
 }

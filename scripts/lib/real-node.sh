@@ -76,7 +76,7 @@ node_build() { # BIN_DIR
   done
   log "building CoreDNS ($(awk '$1 == "github.com/coredns/coredns" { print $2; exit }' "$SRC/coredns-tool/go.mod"))"
   (cd "$SRC/coredns-tool" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" \
-    -o "$bin/coredns" github.com/coredns/coredns) >&2 || die "go build of coredns failed"
+    -o "$bin/coredns" .) >&2 || die "go build of coredns failed"
   log "building the local volume provisioner (cluster/provisioner)"
   (cd "$SRC/provisioner" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" \
     -o "$bin/local-provisioner" .) >&2 || die "go build of cluster/provisioner failed"
