@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, ValueEnum};
 
-use self::parse::{List, Map};
+use self::parse::{List, Map, Tolerations};
 use crate::maintenance::FailedAction;
 use crate::runtime::env::SandboxPorts;
 use crate::telemetry::LogFormat;
@@ -33,6 +33,9 @@ pub enum RoutingMode {
     Subdomain,
     /// `https://{BASE_DOMAIN}/{id}` with `/vscode`, `/work-1`, `/work-2` below it.
     Path,
+    /// `http://oh-rt-{id}.{NAMESPACE}.svc.cluster.local:{port}`: the sandbox's own Service, for
+    /// clients in the cluster (OpenHands installed beside the service); no Ingress is created.
+    Service,
 }
 
 /// The key clients send in `X-API-Key`: present and not blank, or the service does not start.
@@ -177,7 +180,8 @@ pub struct KubernetesConfig {
     #[arg(long, env = "BASE_DOMAIN", default_value = "sandbox.example.com")]
     pub base_domain: String,
 
-    /// `subdomain` or `path` routing of sandbox URLs.
+    /// `subdomain` or `path` routing of sandbox URLs through the ingress controller, or `service`:
+    /// in-cluster Service URLs and no Ingress.
     #[arg(long, env = "ROUTING_MODE", value_enum, default_value_t = RoutingMode::Subdomain)]
     pub routing_mode: RoutingMode,
 
@@ -266,6 +270,12 @@ pub struct KubernetesConfig {
     /// nodeSelector of sandbox pods, as `key=value,...`.
     #[arg(long, env = "SANDBOX_NODE_SELECTOR", default_value = "", value_parser = parse::map)]
     pub sandbox_node_selector: Map,
+
+    /// Tolerations of sandbox pods, as kubectl writes taints: `key[=value][:Effect],...`
+    /// (`Equal` with a value, `Exists` without; no effect: every effect), e.g. for a node pool
+    /// tainted for sandboxes.
+    #[arg(long, env = "SANDBOX_TOLERATIONS", default_value = "", value_parser = parse::tolerations)]
+    pub sandbox_tolerations: Tolerations,
 
     /// Objects younger than this are never swept as orphans or half-created.
     #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 60)]

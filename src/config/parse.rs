@@ -26,6 +26,48 @@ pub fn map(s: &str) -> Result<Map, String> {
     Ok(Map(pairs.collect::<Result<_, _>>()?))
 }
 
+/// One toleration of sandbox pods: tolerates taints with this key (and value, when given) and
+/// effect (every effect when none is given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tolerations(pub Vec<Toleration>);
+
+const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// `key[=value][:Effect],...`, the way `kubectl taint` writes a taint, one toleration each.
+pub fn tolerations(s: &str) -> Result<Tolerations, String> {
+    let List(entries) = list(s)?;
+    let one = |entry: String| {
+        let (selector, effect) = match entry.rsplit_once(':') {
+            Some((selector, effect)) if TAINT_EFFECTS.contains(&effect.trim()) => {
+                (selector.trim(), Some(effect.trim().to_string()))
+            }
+            Some(_) => {
+                return Err(format!(
+                    "{entry:?}: the effect after ':' must be one of {}",
+                    TAINT_EFFECTS.join(", ")
+                ));
+            }
+            None => (entry.as_str(), None),
+        };
+        let (key, value) = match selector.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
+            None => (selector, None),
+        };
+        if key.is_empty() {
+            return Err(format!("{entry:?}: a toleration needs a key (key[=value][:Effect])"));
+        }
+        Ok(Toleration { key: key.to_string(), value, effect })
+    };
+    Ok(Tolerations(entries.into_iter().map(one).collect::<Result<_, _>>()?))
+}
+
 /// `"1"`, `"1.5"`, `"500m"` -> millicores.
 pub fn millicores(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -82,6 +124,29 @@ mod tests {
         assert!(map("novalue").is_err());
         assert!(map("=v").is_err());
         assert!(map("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn tolerations_are_written_as_kubectl_writes_taints() {
+        let t = tolerations("runtime-api.test/real-node=true:NoSchedule, dedicated, gpu:NoExecute")
+            .unwrap()
+            .0;
+        let expect = |key: &str, value: Option<&str>, effect: Option<&str>| Toleration {
+            key: key.into(),
+            value: value.map(String::from),
+            effect: effect.map(String::from),
+        };
+        assert_eq!(
+            t,
+            [
+                expect("runtime-api.test/real-node", Some("true"), Some("NoSchedule")),
+                expect("dedicated", None, None),
+                expect("gpu", None, Some("NoExecute")),
+            ]
+        );
+        assert!(tolerations("").unwrap().0.is_empty());
+        assert!(tolerations("key:Sometimes").unwrap_err().contains("NoSchedule"));
+        assert!(tolerations("=v:NoSchedule").unwrap_err().contains("needs a key"));
     }
 
     #[test]

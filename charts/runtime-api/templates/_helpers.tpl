@@ -125,6 +125,7 @@ workspaceStorageSize: WORKSPACE_STORAGE_SIZE
 workspaceStorageClass: WORKSPACE_STORAGE_CLASS
 sandboxPodLabels: SANDBOX_POD_LABELS
 sandboxNodeSelector: SANDBOX_NODE_SELECTOR
+sandboxTolerations: SANDBOX_TOLERATIONS
 runtimeIdleSeconds: RUNTIME_IDLE_SECONDS
 runtimeDeadSeconds: RUNTIME_DEAD_SECONDS
 runtimeFailedSeconds: RUNTIME_FAILED_SECONDS

@@ -152,7 +152,9 @@ impl KubernetesBackend {
         self.writer()
             .create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id))
             .await?;
-        self.writer().create::<Ingress>("ingress", &manifests::ingress(s, &id)).await?;
+        if let Some(ingress) = manifests::ingress(s, &id) {
+            self.writer().create::<Ingress>("ingress", &ingress).await?;
+        }
         if !info.paused {
             self.create_pod(&info, id).await?;
         }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -29,7 +29,7 @@ use super::record::{
     claim_name, labels, object_name, pod_name,
 };
 use super::settings::KubeSettings;
-use crate::config::RoutingMode;
+use crate::config::{self, RoutingMode};
 use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sandbox_environment};
 use crate::runtime::{BackendError, BackendResult, Command, RuntimeSpec};
 
@@ -129,6 +129,19 @@ pub fn runtime_class(s: &KubeSettings, spec: &RuntimeSpec) -> BackendResult<Opti
             s.runtime_classes.join(", ")
         ))),
     }
+}
+
+fn tolerations(wanted: &[config::parse::Toleration]) -> Vec<Toleration> {
+    wanted
+        .iter()
+        .map(|t| Toleration {
+            key: Some(t.key.clone()),
+            operator: Some(if t.value.is_some() { "Equal" } else { "Exists" }.into()),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            toleration_seconds: None,
+        })
+        .collect()
 }
 
 fn container_command(command: &Command) -> Option<Vec<String>> {
@@ -291,6 +304,7 @@ pub fn pod(
                     .collect()
             }),
             node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+            tolerations: (!s.tolerations.is_empty()).then(|| tolerations(&s.tolerations)),
             security_context: Some(PodSecurityContext {
                 run_as_user: spec.run_as_user,
                 run_as_group: spec.run_as_group,
@@ -362,6 +376,16 @@ pub fn urls(s: &KubeSettings, runtime_id: &str) -> Urls {
         RoutingMode::Subdomain => format!("{scheme}://{prefix}-{runtime_id}.{base}"),
         RoutingMode::Path if prefix.is_empty() => format!("{scheme}://{base}/{runtime_id}"),
         RoutingMode::Path => format!("{scheme}://{base}/{runtime_id}/{prefix}"),
+        RoutingMode::Service => {
+            let port = match prefix {
+                "vscode" => s.ports.vscode,
+                "work-1" => s.ports.worker_1,
+                "work-2" => s.ports.worker_2,
+                _ => s.ports.agent,
+            };
+            let service = object_name(runtime_id);
+            format!("http://{service}.{}.svc.cluster.local:{port}", s.namespace)
+        }
     };
     Urls {
         url: at(""),
@@ -383,8 +407,8 @@ fn backend(service: &str, port: u16) -> IngressBackend {
 }
 
 /// Subdomain mode: four hosts on one Ingress. Path mode: one host, four regex paths rewritten to
-/// the sandbox's root (ingress-nginx annotations).
-pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Ingress {
+/// the sandbox's root (ingress-nginx annotations). Service mode: none (clients use the Service).
+pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Option<Ingress> {
     let service = object_name(id.runtime_id);
     let targets = [
         ("", s.ports.agent),
@@ -444,10 +468,11 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Ingress {
             };
             (vec![rule], vec![s.base_domain.clone()])
         }
+        RoutingMode::Service => return None,
     };
     let mut meta = id.meta(object_name(id.runtime_id), COMPONENT_INGRESS, &s.namespace);
     meta.annotations = (!annotations.is_empty()).then_some(annotations);
-    Ingress {
+    Some(Ingress {
         metadata: meta,
         spec: Some(IngressSpec {
             ingress_class_name: Some(s.ingress_class.clone()),
@@ -458,7 +483,7 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Ingress {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    })
 }
 
 /// Only the ingress controller and this service may reach the sandbox; the sandbox may reach
@@ -719,7 +744,7 @@ mod tests {
             u.work_hosts[&format!("https://work-2-{}.sb.example.com", id.runtime_id)],
             12001
         );
-        let ing = ingress(&s, &id);
+        let ing = ingress(&s, &id).unwrap();
         assert_eq!(ing.metadata.annotations.as_ref().unwrap()["a"], "b");
         let spec = ing.spec.unwrap();
         assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
@@ -742,13 +767,52 @@ mod tests {
     }
 
     #[test]
+    fn service_routing_gives_in_cluster_urls_and_no_ingress() {
+        let s = settings(&["--routing-mode", "service"]);
+        let id = identity();
+        let u = urls(&s, id.runtime_id);
+        let host = format!("oh-rt-{}.sandboxes.svc.cluster.local", id.runtime_id);
+        assert_eq!(u.url, format!("http://{host}:60000"));
+        assert_eq!(u.vscode_url, format!("http://{host}:60001"));
+        assert_eq!(u.work_hosts[&format!("http://{host}:12000")], 12000);
+        assert_eq!(u.work_hosts[&format!("http://{host}:12001")], 12001);
+        assert!(ingress(&s, &id).is_none());
+        // The ports of those URLs are the Service's.
+        let service_ports: Vec<i32> =
+            service(&s, &id).spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+        for port in [60000, 60001, 12000, 12001] {
+            assert!(service_ports.contains(&port), "{service_ports:?}");
+        }
+        let p = pod(&s, &id, &spec(), None, 1, "2026-01-01T00:00:00Z");
+        let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(!env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH"));
+    }
+
+    #[test]
+    fn sandbox_tolerations_reach_the_pod() {
+        let p = pod(&settings(&[]), &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
+        assert_eq!(p.spec.unwrap().tolerations, None);
+        let s = settings(&["--sandbox-tolerations", "pool=sandboxes:NoSchedule,dedicated"]);
+        let p = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
+        let t = p.spec.unwrap().tolerations.unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].key.as_deref(), t[0].operator.as_deref(), t[0].value.as_deref()),
+            (Some("pool"), Some("Equal"), Some("sandboxes"))
+        );
+        assert_eq!(t[0].effect.as_deref(), Some("NoSchedule"));
+        assert_eq!((t[1].operator.as_deref(), t[1].value.as_deref()), (Some("Exists"), None));
+        assert_eq!(t[1].effect, None);
+    }
+
+    #[test]
     fn path_routing_sets_the_vscode_base_path() {
         let s = settings(&["--routing-mode", "path", "--base-domain", "oh.example.com"]);
         let id = identity();
         let u = urls(&s, id.runtime_id);
         assert_eq!(u.url, format!("https://oh.example.com/{}", id.runtime_id));
         assert_eq!(u.vscode_url, format!("https://oh.example.com/{}/vscode", id.runtime_id));
-        let ing = ingress(&s, &id);
+        let ing = ingress(&s, &id).unwrap();
         let paths =
             &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths;
         assert_eq!(paths.len(), 4);

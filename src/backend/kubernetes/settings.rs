@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::parse::Toleration;
 use crate::config::{Config, RoutingMode};
 use crate::runtime::env::SandboxPorts;
 
@@ -34,6 +35,7 @@ pub struct KubeSettings {
     pub workspace_storage_class: Option<String>,
     pub pod_labels: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
     /// Namespace of the ingress controller, admitted by each sandbox's NetworkPolicy.
     pub ingress_namespace: String,
     /// Labels of this service's own pods, admitted by each sandbox's NetworkPolicy.
@@ -72,6 +74,7 @@ impl KubeSettings {
             workspace_storage_class: k.workspace_storage_class.clone(),
             pod_labels: k.sandbox_pod_labels.0.clone(),
             node_selector: k.sandbox_node_selector.0.clone(),
+            tolerations: k.sandbox_tolerations.0.clone(),
             ingress_namespace: k.ingress_namespace.clone(),
             service_pod_labels: k.service_pod_labels.0.clone(),
             rotate_key_on_resume: c.sandbox.rotate_session_key_on_resume,
