@@ -74,7 +74,7 @@ node_build() { # BIN_DIR
     (cd "$SRC/node-tool" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags "$tags" -ldflags "-s -w" \
       -o "$bin/$c" "github.com/containerd/containerd/v2/cmd/$c") >&2 || die "go build of $c failed"
   done
-  log "building CoreDNS ($(awk '$1 == "github.com/coredns/coredns" { print $2; exit }' "$SRC/coredns-tool/go.mod"))"
+  log "building CoreDNS ($(awk '$1 == "require" && $2 == "github.com/coredns/coredns" { print $3; exit }' "$SRC/coredns-tool/go.mod"))"
   (cd "$SRC/coredns-tool" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" \
     -o "$bin/coredns" .) >&2 || die "go build of coredns failed"
   log "building the local volume provisioner (cluster/provisioner)"
