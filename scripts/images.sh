@@ -14,7 +14,9 @@
 #                 the version tests/e2e pins, laid out as the upstream
 #                 ghcr.io/openhands/agent-server:<version>-python images are: user openhands
 #                 (10001:10001), working directory /, entrypoint
-#                 /usr/local/bin/openhands-agent-server, port 8000, /workspace/project
+#                 /usr/local/bin/openhands-agent-server, port 8000, /workspace/project; with
+#                 openhands-workspace (the SDK's remote workspace, pinned likewise) in the same
+#                 venv, so the image is also the tests' in-cluster OpenHands client
 #   runtime-api   the service's binary ($RUNTIME_API_BIN, else target/debug/runtime-api of
 #                 $CARGO_TARGET_DIR, built if missing) on a distroless-style root: the binary, the
 #                 C libraries it links, CA certificates, user 65532, as the Dockerfile describes
@@ -35,10 +37,9 @@ LOG_TAG=images
 # shellcheck source=lib/common.sh
 source "$ROOT/scripts/lib/common.sh"
 
-# The openhands-agent-server version the e2e tests pin.
-agent_version() {
-  sed -n 's/^openhands-agent-server==\([^[:space:]]*\).*/\1/p' "$ROOT/tests/e2e/requirements.txt" | head -n1
-}
+# pin PACKAGE: the version tests/e2e/requirements.txt pins.
+pin() { sed -n "s/^$1==\([^[:space:]]*\).*/\1/p" "$ROOT/tests/e2e/requirements.txt" | head -n1; }
+agent_version() { pin openhands-agent-server; }
 
 runtime_api_bin() {
   local target="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -142,11 +143,12 @@ debian_root() {
   as_root cp -a "$base" "$1"
 }
 build_agent_server() {
-  local layout=$1 work=$2 rootfs="$2/rootfs" version
+  local layout=$1 work=$2 rootfs="$2/rootfs" version workspace
   version=$(agent_version)
-  [[ -n $version ]] || die "no openhands-agent-server pin in tests/e2e/requirements.txt"
+  workspace=$(pin openhands-workspace)
+  [[ -n $version && -n $workspace ]] || die "no openhands-agent-server or openhands-workspace pin in tests/e2e/requirements.txt"
   debian_root "$rootfs"
-  log "installing openhands-agent-server==$version into /agent-server/.venv"
+  log "installing openhands-agent-server==$version and openhands-workspace==$workspace into /agent-server/.venv"
   as_root cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
   as_root cp "$ROOT/tests/e2e/constraints.txt" "$rootfs/tmp/constraints.txt"
   # The build (not the image) trusts what this machine trusts: its egress may be inspected.
@@ -163,15 +165,15 @@ build_agent_server() {
       chroot "$1" /bin/sh -euc "
       python3 -m venv /agent-server/.venv
       /agent-server/.venv/bin/pip install --disable-pip-version-check -q \
-        -c /tmp/constraints.txt openhands-agent-server==$3
-      /agent-server/.venv/bin/python -c \"import openhands.agent_server\"
+        -c /tmp/constraints.txt openhands-agent-server==$3 openhands-workspace==$5
+      /agent-server/.venv/bin/python -c \"import openhands.agent_server, openhands.workspace\"
       groupadd -g $4 openhands
       useradd -m -u $4 -g $4 -s /bin/bash openhands
       mkdir -p /workspace/project
       chown -R $4:$4 /workspace /agent-server
       ln -s /agent-server/.venv/bin/agent-server /usr/local/bin/openhands-agent-server
       /usr/local/bin/openhands-agent-server --help >/dev/null
-    "' sh "$rootfs" "$CACHE/pip" "$version" "$AGENT_UID" >&2 \
+    "' sh "$rootfs" "$CACHE/pip" "$version" "$AGENT_UID" "$workspace" >&2 \
     || die "installing openhands-agent-server in the $SUITE root failed"
   as_root rm -rf "$rootfs/tmp/constraints.txt" "$rootfs/tmp/host-ca.crt" "$rootfs/var/lib/apt/lists"/* "$rootfs/var/cache/apt"/*.bin
   as_root sh -c ': >"$1/etc/resolv.conf"' sh "$rootfs"

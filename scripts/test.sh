@@ -67,6 +67,9 @@ tests/cluster/real-node.sh
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh
 
+step "runtime-api installed by its chart on the real node, the real SDK in a pod beside it"
+tests/cluster/in-cluster.sh
+
 step "Kubernetes backend integration tests"
 cargo test --locked --test kubernetes -- --ignored --test-threads 2
 

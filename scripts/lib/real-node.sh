@@ -422,6 +422,7 @@ export RUNTIME_API_DNS='$NODE_IP'
 export RUNTIME_API_REGISTRY='$HOST:$REGISTRY_PORT'
 export RUNTIME_API_AGENT_IMAGE='$(node_image agent-server)'
 export RUNTIME_API_RUNTIME_IMAGE='$(node_image runtime-api)'
+export RUNTIME_API_CTR='$(bin_dir)/ctr --address $(ND)/containerd.sock'
 EOF
 }
 

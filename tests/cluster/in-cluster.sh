@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# tests/cluster/in-cluster.sh - runtime-api as an operator runs it: installed by its Helm chart on
+# the real node (two replicas, the chart's ServiceAccount and Role, in-cluster configuration, no
+# kubeconfig), and OpenHands' real SDK client in a pod beside it, driving real sandbox pods by
+# their in-cluster Service names (ROUTING_MODE=service).
+#
+#   eval "$(scripts/cluster.sh up)"; tests/cluster/in-cluster.sh
+#
+# Needs the export lines of `up` (the real node, RUNTIME_API_RUNTIME_IMAGE: the service's image
+# built from the binary of this checkout, RUNTIME_API_AGENT_IMAGE, RUNTIME_API_CTR), kubectl, curl
+# and go (Helm via scripts/helm.sh). Checks:
+#  - helm install: 2 replicas Ready on the real node, the leader Lease held by one of them,
+#    /readyz through the release's Service from this machine;
+#  - the SDK in a pod (tests/cluster/in_cluster_client.py: its checks are printed here): start,
+#    commands, what the pod spec promises seen from inside the sandbox, upload/download,
+#    pause/resume with the workspace volume, stop; three sandboxes at once;
+#  - after the client: no sandbox object, claim, volume, pod or container is left.
+# Prints every check, exits non-zero if any failed, deletes its namespace.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 2
+: "${KUBECONFIG:?KUBECONFIG must point at the cluster (eval \"\$(scripts/cluster.sh up)\")}"
+: "${RUNTIME_API_REAL_NODE:?no real node: run scripts/cluster.sh up without CLUSTER_REAL_NODE=0}"
+: "${RUNTIME_API_RUNTIME_IMAGE:?RUNTIME_API_RUNTIME_IMAGE missing from the export lines}"
+: "${RUNTIME_API_AGENT_IMAGE:?RUNTIME_API_AGENT_IMAGE missing from the export lines}"
+: "${RUNTIME_API_CTR:?RUNTIME_API_CTR missing from the export lines}"
+for c in kubectl curl; do command -v $c >/dev/null || { echo "$c not on PATH" >&2; exit 2; }; done
+
+NODE=$RUNTIME_API_REAL_NODE
+TAINT=${RUNTIME_API_REAL_NODE_TAINT:-runtime-api.test/real-node}
+STORAGE_CLASS=${RUNTIME_API_NODE_STORAGE_CLASS:-node-local}
+NS="in-cluster-$$-$RANDOM"
+RELEASE=rt
+FULLNAME=$RELEASE-runtime-api
+API_KEY="in-cluster-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+HELM=$(scripts/helm.sh) || exit 2
+TMP=$(mktemp -d)
+CLIENT_TIMEOUT=${IN_CLUSTER_CLIENT_TIMEOUT:-900}
+# Sandboxes: small, so a few fit on the node; the client asks for resource_factor 2.
+MEMORY_LIMIT_MI=256
+FACTOR=2
+
+cleanup() {
+  "$HELM" uninstall "$RELEASE" -n "$NS" --wait=false >/dev/null 2>&1 || true
+  kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# shellcheck source=checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
+
+echo "== runtime-api $RUNTIME_API_RUNTIME_IMAGE on $NODE, sandboxes from $RUNTIME_API_AGENT_IMAGE"
+kubectl create namespace "$NS" >/dev/null || exit 2
+
+# ------------------------------------------------------------- install ----
+cat >"$TMP/values.yaml" <<EOF
+apiKey: "$API_KEY"
+image:
+  repository: "${RUNTIME_API_RUNTIME_IMAGE%:*}"
+  tag: "${RUNTIME_API_RUNTIME_IMAGE##*:}"
+nodeSelector: {kubernetes.io/hostname: $NODE}
+tolerations: [{key: $TAINT, operator: Exists, effect: NoSchedule}]
+config:
+  logFormat: text
+  routingMode: service
+  ingressNamespace: $NS
+  defaultImage: "$RUNTIME_API_AGENT_IMAGE"
+  registryPrefix: "${RUNTIME_API_AGENT_IMAGE%%/*}"
+  sandboxNodeSelector: {kubernetes.io/hostname: $NODE}
+  sandboxTolerations: ["$TAINT:NoSchedule"]
+  sandboxCpuRequest: 50m
+  sandboxMemoryRequest: 64Mi
+  sandboxCpuLimit: "1"
+  sandboxMemoryLimit: ${MEMORY_LIMIT_MI}Mi
+  workspaceStorageSize: 64Mi
+  workspaceStorageClass: $STORAGE_CLASS
+  leaseDurationSeconds: 5
+EOF
+check "helm install of charts/runtime-api (2 replicas on the real node, ROUTING_MODE=service)" \
+  "$HELM" install "$RELEASE" charts/runtime-api -n "$NS" -f "$TMP/values.yaml" --wait --timeout 180s
+
+SEL="app.kubernetes.io/name=runtime-api,app.kubernetes.io/instance=$RELEASE"
+two_ready_on_node() {
+  local out; out=$(kubectl get pods -n "$NS" -l "$SEL" -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
+  [[ $(grep -c "^$NODE True$" <<<"$out") == 2 ]] || { echo "$out"; return 1; }
+}
+eventually 60 "both replicas Ready on $NODE" two_ready_on_node
+no_kubeconfig() { # the service runs on its ServiceAccount's token, with no kubeconfig at all
+  local spec; spec=$(kubectl get deployment "$FULLNAME" -n "$NS" -o json)
+  ! grep -qi kubeconfig <<<"$spec" && grep -q "\"serviceAccountName\": \"$FULLNAME\"" <<<"$spec" || { echo "$spec" | head -40; return 1; }
+}
+check "in-cluster configuration: the chart's ServiceAccount, no kubeconfig" no_kubeconfig
+leader_is_a_replica() {
+  local holder; holder=$(kubectl get lease runtime-api-leader -n "$NS" -o jsonpath='{.spec.holderIdentity}') || return 1
+  kubectl get pods -n "$NS" -l "$SEL" -o name | grep -qx "pod/$holder" || { echo "holder '$holder'"; return 1; }
+}
+eventually 60 "the leader Lease is held by one of the replicas" leader_is_a_replica
+readyz() {
+  local ip; ip=$(kubectl get service "$FULLNAME" -n "$NS" -o jsonpath='{.spec.clusterIP}') || return 1
+  curl -fsS --max-time 3 "http://$ip/readyz"
+}
+eventually 60 "/readyz through the release's Service (ClusterIP, from this machine)" readyz
+
+# --------------------------------------------------------------- client ----
+MARKER="marker-$RANDOM$RANDOM"
+kubectl create configmap in-cluster-client -n "$NS" --from-file=tests/cluster/in_cluster_client.py >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: $NS}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $NODE}
+  tolerations: [{key: $TAINT, operator: Exists, effect: NoSchedule}]
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext: {runAsUser: 10001, runAsGroup: 10001, runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: client
+    image: $RUNTIME_API_AGENT_IMAGE
+    command: [/agent-server/.venv/bin/python, -u, /client/in_cluster_client.py]
+    env:
+    - {name: RUNTIME_API_URL, value: "http://$FULLNAME.$NS.svc.cluster.local"}
+    - {name: RUNTIME_API_KEY, value: "$API_KEY"}
+    - {name: AGENT_IMAGE, value: "$RUNTIME_API_AGENT_IMAGE"}
+    - {name: RESOURCE_FACTOR, value: "$FACTOR"}
+    - {name: EXPECTED_MEMORY_MAX, value: "$((MEMORY_LIMIT_MI * FACTOR * 1024 * 1024))"}
+    - {name: E2E_MARKER, value: "$MARKER"}
+    - {name: HOME, value: /tmp}
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: client, mountPath: /client}]
+  volumes: [{name: client, configMap: {name: in-cluster-client}}]
+EOF
+client_done() {
+  local phase; phase=$(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}')
+  [[ $phase == Succeeded || $phase == Failed ]] || { echo "phase $phase"; return 1; }
+}
+echo "== the SDK client in a pod (up to ${CLIENT_TIMEOUT}s)"
+deadline=$((SECONDS + CLIENT_TIMEOUT))
+until client_done >/dev/null || ((SECONDS > deadline)); do sleep 3; done
+kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
+grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
+client_ok() {
+  [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
+    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 18)) \
+    || { tail -n 40 "$TMP/client.log"; return 1; }
+}
+check "the in-cluster SDK client passed all its checks" client_ok
+
+# ---------------------------------------------------------- nothing left ----
+RUNTIMES=$(sed -n 's/^RUNTIME //p' "$TMP/client.log")
+check "the client reported its four runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 4
+nothing_left() {
+  local out
+  out=$(kubectl get configmaps,secrets,pods,services,ingresses,networkpolicies,persistentvolumeclaims \
+    -n "$NS" -l app.kubernetes.io/managed-by=runtime-api -o name 2>&1)
+  [[ -z $out ]] || { echo "$out"; return 1; }
+}
+eventually 60 "no sandbox object is left in the namespace (records, Secrets, pods, Services, claims)" nothing_left
+no_volume_left() {
+  local out; out=$(kubectl get pv -o jsonpath="{range .items[?(@.spec.claimRef.namespace==\"$NS\")]}{.metadata.name} {.spec.claimRef.name}{\"\\n\"}{end}")
+  [[ -z $out ]] || { echo "$out"; return 1; }
+}
+eventually 60 "no workspace volume is left" no_volume_left
+# containers POD_NAME_REGEX: containerd's containers of this namespace's pods so named.
+containers() {
+  # shellcheck disable=SC2086 # RUNTIME_API_CTR is a command with its arguments
+  $RUNTIME_API_CTR -n k8s.io containers ls -q \
+    "labels.\"io.kubernetes.pod.namespace\"==$NS,labels.\"io.kubernetes.pod.name\"~=$1"
+}
+# The same query finds the service's own containers, so an empty answer below means something.
+check "containerd lists the service's containers (the query below works)" test -n "$(containers "^$FULLNAME-")"
+no_container_left() {
+  local out; out=$(containers '^oh-rt-')
+  [[ -z $out ]] || { echo "$out"; return 1; }
+}
+eventually 60 "no sandbox container is left on the node (containerd)" no_container_left
+
+echo
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))
