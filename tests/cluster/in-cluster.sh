@@ -143,14 +143,14 @@ kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
 grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
 client_ok() {
   [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
-    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 18)) \
+    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 20)) \
     || { tail -n 40 "$TMP/client.log"; return 1; }
 }
 check "the in-cluster SDK client passed all its checks" client_ok
 
 # ---------------------------------------------------------- nothing left ----
 RUNTIMES=$(sed -n 's/^RUNTIME //p' "$TMP/client.log")
-check "the client reported its four runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 4
+check "the client reported its six runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 6
 nothing_left() {
   local out
   out=$(kubectl get configmaps,secrets,pods,services,ingresses,networkpolicies,persistentvolumeclaims \

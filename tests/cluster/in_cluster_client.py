@@ -88,6 +88,9 @@ def one_sandbox_end_to_end() -> None:
     code, out = run(ws, "cat /sys/fs/cgroup/memory.max")
     check(f"the cgroup memory limit is the configured one scaled by {FACTOR}", out == MEMORY_MAX,
           f"memory.max={out}, want {MEMORY_MAX}")
+    code, out = run(ws, "tr '\\0' ' ' </proc/1/cmdline")
+    check("PID 1 in the sandbox is the pod's pause process (it reaps orphans, as tini would)",
+          out == "/pause", out)
     code, out = run(ws, "printenv E2E_MARKER")
     check("the caller's environment reaches the sandbox", out == os.environ["E2E_MARKER"], out)
     code, out = run(ws, "env")
@@ -125,6 +128,36 @@ def one_sandbox_end_to_end() -> None:
     print(f"RUNTIME {runtime_id}", flush=True)
 
 
+def list_commands() -> None:
+    """The list forms of `command` meet the image's entrypoint as the clients expect."""
+    forms = {
+        "a list starting with the program (the V1 app server's form) replaces the entrypoint":
+            ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+        "a list of options is arguments to the image's entrypoint (docker run IMAGE --port ...)":
+            ["--port", "60000"],
+    }
+    with api() as a:
+        for description, command in forms.items():
+            body = {"image": IMAGE, "command": command, "session_id": f"in-cluster-list-{uuid.uuid4()}",
+                    "working_dir": "/workspace", "run_as_user": 10001, "run_as_group": 10001,
+                    "fs_group": 10001}
+            r = a.post("/start", json=body, timeout=120)
+            if r.status_code != 200:
+                check(description, False, f"/start: {r.status_code} {r.text[:300]}")
+                continue
+            runtime = r.json()
+            print(f"RUNTIME {runtime['runtime_id']}", flush=True)
+            deadline, status = time.monotonic() + 300, None
+            while time.monotonic() < deadline:
+                status = a.get(f"/runtime/{runtime['runtime_id']}").json()
+                if status.get("status") in ("running", "error"):
+                    break
+                time.sleep(2)
+            alive = httpx.get(f"{runtime['url']}/alive", timeout=10).status_code if status.get("status") == "running" else None
+            check(description, alive == 200, status)
+            a.post("/stop", json={"runtime_id": runtime["runtime_id"]})
+
+
 def three_at_once() -> None:
     def one(i: int) -> str:
         ws = workspace(f"in-cluster-three-{i}-{uuid.uuid4()}")
@@ -146,7 +179,7 @@ def three_at_once() -> None:
 
 
 def main() -> int:
-    for step in (one_sandbox_end_to_end, three_at_once):
+    for step in (one_sandbox_end_to_end, list_commands, three_at_once):
         try:
             step()
         except Exception:

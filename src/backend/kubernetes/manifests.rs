@@ -144,11 +144,21 @@ fn tolerations(wanted: &[config::parse::Toleration]) -> Vec<Toleration> {
         .collect()
 }
 
-fn container_command(command: &Command) -> Option<Vec<String>> {
+/// The container's `command` and `args` for a request's command. OpenHands' clients send whole
+/// command lines: the SDK a string (`/usr/local/bin/openhands-agent-server --port 60000`), the V1
+/// app server a list starting with the program. Both replace the image's ENTRYPOINT (the upstream
+/// agent-server images' is `tini -- openhands-agent-server`, which would take the program path as
+/// a stray argument); what tini did (PID 1 reaping orphans) the pod's shared process namespace
+/// does. A list starting with an option is what `docker run IMAGE --port 60000` means:
+/// arguments to the entrypoint, which stays.
+fn container_command(command: &Command) -> (Option<Vec<String>>, Option<Vec<String>>) {
     match command {
-        Command::ImageDefault => None,
-        Command::Shell(line) => Some(vec!["/bin/sh".into(), "-c".into(), line.clone()]),
-        Command::Exec(argv) => Some(argv.clone()),
+        Command::ImageDefault => (None, None),
+        Command::Shell(line) => (Some(vec!["/bin/sh".into(), "-c".into(), line.clone()]), None),
+        Command::Exec(argv) if argv.first().is_some_and(|a| a.starts_with('-')) => {
+            (None, Some(argv.clone()))
+        }
+        Command::Exec(argv) => (Some(argv.clone()), None),
     }
 }
 
@@ -251,10 +261,12 @@ pub fn pod(
             ..Default::default()
         });
     }
+    let (command, args) = container_command(&spec.command);
     let container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(spec.image.clone()),
-        command: container_command(&spec.command),
+        command,
+        args,
         working_dir: spec.working_dir.clone(),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         ports: Some(
@@ -295,6 +307,7 @@ pub fn pod(
             runtime_class_name: runtime_class,
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
+            share_process_namespace: Some(true),
             restart_policy: Some("Always".into()),
             termination_grace_period_seconds: Some(10),
             image_pull_secrets: (!s.image_pull_secrets.is_empty()).then(|| {
@@ -679,7 +692,28 @@ mod tests {
         };
         let p = pod(&s, &identity(), &exec, None, 1, "2026-01-01T00:00:00Z");
         let c = &p.spec.as_ref().unwrap().containers[0];
+        // A list starting with a program replaces the image's entrypoint (the V1 app server's)...
         assert_eq!(c.command.as_ref().unwrap(), &["/bin/agent", "--port", "60000"]);
+        assert_eq!(c.args, None);
+        // ... one starting with an option is arguments to it, as `docker run IMAGE --port 1`.
+        let args =
+            RuntimeSpec { command: Command::Exec(vec!["--port".into(), "1".into()]), ..spec() };
+        let p = pod(&s, &identity(), &args, None, 1, "2026-01-01T00:00:00Z");
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            (c.command.as_ref(), c.args.as_ref().unwrap()),
+            (None, &vec!["--port".to_string(), "1".into()])
+        );
+        // The pause container is PID 1 and reaps what the agent orphans, as tini would.
+        assert_eq!(p.spec.as_ref().unwrap().share_process_namespace, Some(true));
+        // A string replaces it with a shell running the line.
+        let shell = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z");
+        let c = &shell.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            c.command.as_ref().unwrap(),
+            &["/bin/sh", "-c", "/usr/local/bin/openhands-agent-server --port 60000"]
+        );
+        assert_eq!(c.args, None);
         assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
         assert_eq!(p.spec.as_ref().unwrap().runtime_class_name, None);
         let entrypoint = RuntimeSpec { command: Command::ImageDefault, ..spec() };
