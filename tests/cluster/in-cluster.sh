@@ -13,7 +13,10 @@
 #    /readyz through the release's Service from this machine;
 #  - the SDK in a pod (tests/cluster/in_cluster_client.py: its checks are printed here): start,
 #    commands, what the pod spec promises seen from inside the sandbox, upload/download,
-#    pause/resume with the workspace volume, stop; three sandboxes at once;
+#    pause/resume with the workspace volume, stop; both list forms of `command`; three sandboxes
+#    at once; idle pause by the leader (through the Service name) and resume; failures as the
+#    kubelet and scheduler report them (image, crash loop, unschedulable); the leader's pod
+#    deleted during ten concurrent SDK starts (one sandbox per session, the Lease moves);
 #  - after the client: no sandbox object, claim, volume, pod or container is left.
 # Prints every check, exits non-zero if any failed, deletes its namespace.
 set -uo pipefail
@@ -40,6 +43,7 @@ CLIENT_TIMEOUT=${IN_CLUSTER_CLIENT_TIMEOUT:-900}
 # Sandboxes: small, so a few fit on the node; the client asks for resource_factor 2.
 MEMORY_LIMIT_MI=256
 FACTOR=2
+IDLE_SECONDS=60
 
 cleanup() {
   "$HELM" uninstall "$RELEASE" -n "$NS" --wait=false >/dev/null 2>&1 || true
@@ -77,6 +81,8 @@ config:
   workspaceStorageSize: 64Mi
   workspaceStorageClass: $STORAGE_CLASS
   leaseDurationSeconds: 5
+  runtimeIdleSeconds: $IDLE_SECONDS
+  maintenanceIntervalSeconds: 5
 EOF
 check "helm install of charts/runtime-api (2 replicas on the real node, ROUTING_MODE=service)" \
   "$HELM" install "$RELEASE" charts/runtime-api -n "$NS" -f "$TMP/values.yaml" --wait --timeout 180s
@@ -106,15 +112,33 @@ eventually 60 "/readyz through the release's Service (ClusterIP, from this machi
 # --------------------------------------------------------------- client ----
 MARKER="marker-$RANDOM$RANDOM"
 kubectl create configmap in-cluster-client -n "$NS" --from-file=tests/cluster/in_cluster_client.py >/dev/null
+# The client may read the leader Lease and delete the service's pods (the failover check), no more.
 kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: $NS}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: client, namespace: $NS}
+rules:
+- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get]}
+- {apiGroups: [""], resources: [pods], verbs: [delete]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: client, namespace: $NS}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: client}
+subjects: [{kind: ServiceAccount, name: client, namespace: $NS}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: $NS}
 spec:
+  serviceAccountName: client
   nodeSelector: {kubernetes.io/hostname: $NODE}
   tolerations: [{key: $TAINT, operator: Exists, effect: NoSchedule}]
   restartPolicy: Never
-  automountServiceAccountToken: false
   securityContext: {runAsUser: 10001, runAsGroup: 10001, runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
   containers:
   - name: client
@@ -127,6 +151,9 @@ spec:
     - {name: RESOURCE_FACTOR, value: "$FACTOR"}
     - {name: EXPECTED_MEMORY_MAX, value: "$((MEMORY_LIMIT_MI * FACTOR * 1024 * 1024))"}
     - {name: E2E_MARKER, value: "$MARKER"}
+    - {name: IDLE_SECONDS, value: "$IDLE_SECONDS"}
+    - {name: NAMESPACE, value: "$NS"}
+    - {name: LEASE_NAME, value: runtime-api-leader}
     - {name: HOME, value: /tmp}
     securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
     volumeMounts: [{name: client, mountPath: /client}]
@@ -143,14 +170,14 @@ kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
 grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
 client_ok() {
   [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
-    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 20)) \
+    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 29)) \
     || { tail -n 40 "$TMP/client.log"; return 1; }
 }
 check "the in-cluster SDK client passed all its checks" client_ok
 
 # ---------------------------------------------------------- nothing left ----
 RUNTIMES=$(sed -n 's/^RUNTIME //p' "$TMP/client.log")
-check "the client reported its six runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 6
+check "the client reported its twenty runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 20
 nothing_left() {
   local out
   out=$(kubectl get configmaps,secrets,pods,services,ingresses,networkpolicies,persistentvolumeclaims \

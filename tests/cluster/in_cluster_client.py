@@ -7,7 +7,8 @@ openhands-workspace). Prints one `PASS`/`FAIL` line per check and exits 1 if any
 
 Environment: RUNTIME_API_URL, RUNTIME_API_KEY, AGENT_IMAGE, EXPECTED_MEMORY_MAX (bytes the
 sandbox's cgroup must allow at RESOURCE_FACTOR), RESOURCE_FACTOR, E2E_MARKER (forwarded into
-the sandbox), SANDBOX_UID.
+the sandbox), SANDBOX_UID, IDLE_SECONDS (the service's RUNTIME_IDLE_SECONDS), NAMESPACE and
+LEASE_NAME (the client's service account may read the Lease and delete the service's pods).
 """
 
 from __future__ import annotations
@@ -158,6 +159,128 @@ def list_commands() -> None:
             a.post("/stop", json={"runtime_id": runtime["runtime_id"]})
 
 
+def wait_status(a: httpx.Client, runtime_id: str, wanted: set[str], seconds: float) -> dict:
+    deadline, body = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline:
+        r = a.get(f"/runtime/{runtime_id}")
+        body = r.json() if r.status_code == 200 else {"status": f"HTTP {r.status_code}"}
+        if body.get("status") in wanted:
+            break
+        time.sleep(2)
+    return body
+
+
+def idle_pause() -> None:
+    """The leader reaches the agent's /server_info through the Service name and pauses it."""
+    idle = float(os.environ["IDLE_SECONDS"])
+    ws = workspace(f"in-cluster-idle-{uuid.uuid4()}")
+    runtime_id, url = ws._runtime_id, ws._runtime_url
+    print(f"RUNTIME {runtime_id}", flush=True)
+    code, _ = run(ws, "echo before-idle > /workspace/idle.txt")
+    t0 = time.monotonic()
+    with api() as a:
+        body = wait_status(a, runtime_id, {"paused"}, idle + 120)
+    check(f"a sandbox idle for RUNTIME_IDLE_SECONDS={idle:.0f} is paused by the leader "
+          f"(after {time.monotonic() - t0:.0f}s)", body.get("status") == "paused", body)
+    ws.resume()
+    code, out = run(ws, "cat /workspace/idle.txt")
+    check("resume after idle pause: same URL, same key, the workspace is kept",
+          ws._runtime_url == url and out == "before-idle", (ws._runtime_url, code, out))
+    ws.cleanup()
+
+
+def failures() -> None:
+    """Failures as the real kubelet and scheduler report them, with a detail a human can act on."""
+    cases = {
+        "an image that does not exist: error, ImagePullBackOff": (
+            {"image": IMAGE.rsplit(":", 1)[0] + "-missing:1"}, ("ImagePull",)),
+        "a command that exits: error, CrashLoopBackOff with its exit code": (
+            {"command": "echo giving-up; exit 3"}, ("CrashLoopBackOff", "code 3")),
+        "a resource_factor too big for the node: error, Unschedulable with the scheduler's message": (
+            {"resource_factor": 64}, ("Unschedulable", "Insufficient cpu")),
+    }
+    with api() as a:
+        for description, (fields, wanted) in cases.items():
+            body = {"image": IMAGE, "command": "/usr/local/bin/openhands-agent-server --port 60000",
+                    "session_id": f"in-cluster-fail-{uuid.uuid4()}", "run_as_user": 10001,
+                    "run_as_group": 10001, "fs_group": 10001, **fields}
+            r = a.post("/start", json=body, timeout=120)
+            if r.status_code != 200:
+                check(description, False, f"/start: {r.status_code} {r.text[:300]}")
+                continue
+            runtime_id = r.json()["runtime_id"]
+            print(f"RUNTIME {runtime_id}", flush=True)
+            deadline, seen = time.monotonic() + 180, {}
+            while time.monotonic() < deadline:
+                seen = a.get(f"/runtime/{runtime_id}").json()
+                detail = seen.get("status_detail") or ""
+                if seen.get("status") == "error" and all(w in detail for w in wanted):
+                    break
+                time.sleep(2)
+            check(description, seen.get("status") == "error"
+                  and all(w in (seen.get("status_detail") or "") for w in wanted), seen)
+            a.post("/stop", json={"runtime_id": runtime_id})
+
+
+def leader_dies_during_starts() -> None:
+    """Ten concurrent SDK starts while the leader's pod is deleted: every session ends with
+    exactly one running sandbox, and the other replica takes over maintenance."""
+    ns, lease = os.environ["NAMESPACE"], os.environ["LEASE_NAME"]
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    with open(f"{sa}/token") as f:
+        token = f.read()
+    kube = httpx.Client(base_url="https://kubernetes.default.svc", verify=f"{sa}/ca.crt",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}"
+    leader = kube.get(lease_path).json()["spec"]["holderIdentity"]
+    sessions = [f"in-cluster-failover-{i}-{uuid.uuid4()}" for i in range(10)]
+
+    def start(session_id: str) -> str:
+        last: Exception | None = None
+        for _ in range(6):  # a client with retries, as OpenHands' app server has
+            try:
+                ws = workspace(session_id, keep_alive=True)
+                runtime_id = ws._runtime_id
+                code, _ = run(ws, "true")
+                ws.cleanup()  # keep_alive: leaves the runtime running
+                return f"{runtime_id}:{code}"
+            except Exception as e:  # noqa: BLE001 - retried, reported below
+                last = e
+                time.sleep(3)
+        return f"failed:{last!r}"
+
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(start, s) for s in sessions]
+        time.sleep(2)
+        r = kube.delete(f"/api/v1/namespaces/{ns}/pods/{leader}")
+        check(f"delete the leader's pod {leader} while the starts run", r.status_code in (200, 202),
+              f"{r.status_code} {r.text[:200]}")
+        results = [f.result() for f in futures]
+    check("every start succeeded through the failover (with client retries)",
+          all(not r.startswith("failed") and r.endswith(":0") for r in results), results)
+    with api() as a:
+        listed = a.get("/list").json()["runtimes"]
+        listed += a.get("/list", params={"status": "paused"}).json()["runtimes"]
+        for s in sessions:
+            # Running, or paused by idle maintenance while the slowest starts finished.
+            mine = [r for r in listed if r.get("session_id") == s]
+            if len(mine) != 1 or mine[0].get("status") not in ("running", "paused"):
+                check(f"session {s}: exactly one live sandbox", False, mine)
+                break
+        else:
+            check("every session has exactly one live sandbox, nothing duplicated", True)
+        ids = {r.split(":")[0] for r in results if not r.startswith("failed")}
+        for runtime_id in ids:
+            print(f"RUNTIME {runtime_id}", flush=True)
+            a.post("/stop", json={"runtime_id": runtime_id})
+    deadline, holder = time.monotonic() + 60, leader
+    while time.monotonic() < deadline and holder in (leader, None, ""):
+        holder = kube.get(lease_path).json()["spec"].get("holderIdentity")
+        time.sleep(2)
+    check("the other replica took over maintenance (the Lease)", holder not in (leader, None, ""),
+          holder)
+
+
 def three_at_once() -> None:
     def one(i: int) -> str:
         ws = workspace(f"in-cluster-three-{i}-{uuid.uuid4()}")
@@ -179,11 +302,18 @@ def three_at_once() -> None:
 
 
 def main() -> int:
-    for step in (one_sandbox_end_to_end, list_commands, three_at_once):
+    def guarded(step) -> None:
         try:
             step()
         except Exception:
             check(f"{step.__name__} raised", False, traceback.format_exc())
+
+    # Independent flows at once (the node starts their agents in parallel), then the failover
+    # alone, since it takes a replica away.
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(guarded, (one_sandbox_end_to_end, list_commands, three_at_once, idle_pause,
+                                failures)))
+    guarded(leader_dies_during_starts)
     print(f"{'FAILED' if failed else 'OK'}: {failed} failed", flush=True)
     return 1 if failed else 0
 
