@@ -160,7 +160,7 @@ build_agent_server() {
   as_root unshare --mount --propagation private sh -euc '
     mount -t proc proc "$1/proc"
     mount --bind "$2" "$1/root/.cache/pip"
-    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt \
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt LITELLM_LOCAL_MODEL_COST_MAP=True \
       PIP_DEFAULT_TIMEOUT=180 PIP_DISABLE_PIP_VERSION_CHECK=1 \
       chroot "$1" /bin/sh -euc "
       python3 -m venv /agent-server/.venv
