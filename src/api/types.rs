@@ -7,20 +7,23 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::runtime::spec::{self, Command, PullPolicy, RuntimeSpec};
-use crate::runtime::{ListFilter, Status};
+use crate::runtime::{ListFilter, Runtime, Status};
 
 /// Body of `POST /start`. Unknown fields are ignored: clients send more than we need.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StartRequest {
     pub session_id: String,
     #[serde(default)]
     pub image: Option<String>,
+    /// A string runs through a shell, a list runs as given; empty or absent keeps the image's.
     #[serde(default)]
+    #[schema(schema_with = command_schema)]
     pub command: Option<Command>,
     #[serde(default)]
     pub working_dir: Option<String>,
@@ -72,8 +75,20 @@ impl StartRequest {
     }
 }
 
+/// The wire form of [`Command`]: a string, a list of strings, or null.
+fn command_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
 /// Body of `/stop`, `/pause` and `/resume`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RuntimeIdRequest {
     pub runtime_id: String,
 }
@@ -82,6 +97,39 @@ impl RuntimeIdRequest {
     pub fn validated(self) -> Result<String, ApiError> {
         spec::validate_runtime_id(&self.runtime_id)?;
         Ok(self.runtime_id)
+    }
+}
+
+/// Answer of `/list`: one page of runtimes, oldest first, and how many match in all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuntimeList {
+    pub runtimes: Vec<Runtime>,
+    pub total: usize,
+}
+
+/// Answer of `/registry_prefix`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryPrefix {
+    pub registry_prefix: String,
+}
+
+/// Answer of `/image_exists` when the backend can tell.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageExists {
+    pub exists: bool,
+    pub image: String,
+}
+
+/// Answer of the health endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+impl Health {
+    pub fn ok() -> Health {
+        Health { status: "ok".into() }
     }
 }
 
