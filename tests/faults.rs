@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 const SESSIONS: usize = 5;
 /// How long after the requests go out the service is killed: before they arrive, while they are
 /// handled, and after most have answered.
-const KILL_DELAYS_MS: [u64; 4] = [0, 4, 20, 80];
+const KILL_DELAYS_MS: [u64; 3] = [5, 40, 150];
 /// How long the invariants get to hold after a restart (killed processes take a moment to go).
 const SETTLE: Duration = Duration::from_secs(5);
 
