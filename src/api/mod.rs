@@ -5,6 +5,8 @@ pub mod error;
 mod handlers;
 pub mod openapi;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 pub mod types;
 

@@ -237,16 +237,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::new(status, "bad_request", rejection.body_text())
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-        // serde would accept a struct written as an array; a request body is always an object.
-        if !value.is_object() {
-            return Err(ApiError::bad_request("invalid request body: expected a JSON object"));
-        }
-        let parsed = T::deserialize(value)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-        Ok(ApiJson(parsed))
+        parse_body(&bytes).map(ApiJson)
     }
+}
+
+/// A request body as `T`: malformed JSON, a non-object, and a value of the wrong type are each a
+/// 400 whose message names the offending field.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    // serde would accept a struct written as an array; a request body is always an object.
+    if !value.is_object() {
+        return Err(ApiError::bad_request("invalid request body: expected a JSON object"));
+    }
+    // Through serde_path_to_error: serde's own message for a wrong type omits the field.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = match e.path().to_string() {
+            root if root == "." => String::new(),
+            field => format!("{field}: "),
+        };
+        ApiError::bad_request(format!("invalid request body: {at}{}", e.into_inner()))
+    })
 }
 
 #[cfg(test)]
