@@ -169,16 +169,18 @@ proptest! {
         prop_assert!(accepted.is_ok(), "{:?}: {:?}", image, accepted);
         prop_assert_eq!(accepted.unwrap().image, image.clone());
 
+        // Upper case in the last path component (an upper-case first one would be a domain).
+        let last = path.last().unwrap();
         let spoiled = match spoil {
-            0 => image.to_uppercase(),
-            1 => format!(" {image}"),
+            0 if last.chars().any(|c| c.is_ascii_lowercase()) => {
+                let mut upper = path.clone();
+                *upper.last_mut().unwrap() = last.to_uppercase();
+                upper.join("/")
+            }
+            0 | 1 => format!(" {image}"),
             2 => format!("{image} x"),
-            _ => format!("{}:", image.split(':').next().unwrap()),
+            _ => format!("{}:", image.rsplit_once(':').map_or(image.as_str(), |(r, t)| if t.contains('/') { image.as_str() } else { r })),
         };
-        // Upper case only spoils a reference that has letters outside its tag and domain.
-        if spoil == 0 && !path.join("").chars().any(|c| c.is_ascii_lowercase()) {
-            return Ok(());
-        }
         body["image"] = json!(spoiled);
         let result = door(&body);
         prop_assert!(result.is_err(), "{:?} was accepted", spoiled);
