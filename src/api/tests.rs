@@ -602,4 +602,15 @@ async fn the_openapi_document_names_the_key_and_the_error_shape() {
     }
     let error = &doc["components"]["schemas"]["ErrorBody"];
     assert_eq!(error["required"], json!(["error", "message"]));
+    // The documented bounds are the validators' (schemathesis generates from them).
+    use crate::runtime::spec::{
+        MAX_ID, MAX_RESOURCE_FACTOR, MAX_SESSION_ID_LEN, MIN_RESOURCE_FACTOR,
+    };
+    let start = &doc["components"]["schemas"]["StartRequest"]["properties"];
+    assert_eq!(start["resource_factor"]["minimum"].as_f64(), Some(MIN_RESOURCE_FACTOR));
+    assert_eq!(start["resource_factor"]["maximum"].as_f64(), Some(MAX_RESOURCE_FACTOR));
+    assert_eq!(start["session_id"]["maxLength"], json!(MAX_SESSION_ID_LEN));
+    for field in ["run_as_user", "run_as_group", "fs_group"] {
+        assert_eq!(start[field]["maximum"], json!(MAX_ID), "{field}");
+    }
 }

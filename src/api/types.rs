@@ -18,8 +18,11 @@ use crate::runtime::{ListFilter, Runtime, Status};
 /// Body of `POST /start`. Unknown fields are ignored: clients send more than we need.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartRequest {
+    #[schema(min_length = 1, max_length = 256, example = "agent-server-0d9f8a6e")]
     pub session_id: String,
+    /// An image reference (distribution grammar); absent or empty: the service's default.
     #[serde(default)]
+    #[schema(max_length = 512, example = "ghcr.io/openhands/agent-server:1.58.2-python")]
     pub image: Option<String>,
     /// A string runs through a shell, a list runs as given; empty or absent keeps the image's.
     #[serde(default)]
@@ -29,15 +32,20 @@ pub struct StartRequest {
     pub working_dir: Option<String>,
     #[serde(default)]
     pub environment: Option<BTreeMap<String, String>>,
+    /// Multiplies the default requests and limits.
     #[serde(default)]
+    #[schema(minimum = 0.25, maximum = 64.0)]
     pub resource_factor: Option<f64>,
     #[serde(default)]
     pub runtime_class: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub run_as_user: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub run_as_group: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub fs_group: Option<i64>,
     #[serde(default)]
     pub image_pull_policy: Option<String>,
@@ -90,6 +98,7 @@ fn command_schema() -> utoipa::openapi::Schema {
 /// Body of `/stop`, `/pause` and `/resume`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RuntimeIdRequest {
+    #[schema(min_length = 1, max_length = 256)]
     pub runtime_id: String,
 }
 
