@@ -328,6 +328,9 @@ async fn kill_round(state: &StateDir, op: Operation, delay_ms: u64, tally: &mut 
     tally.record(&round, found);
 }
 
+/// One way of damaging a record file.
+type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+
 /// Records damaged while the service is down: each runtime of the round gets another kind of
 /// damage. Unreadable ones must show as `error` with their agent stopped; a directory without a
 /// record goes, with its agent.
@@ -340,7 +343,7 @@ async fn corrupt_round(state: &StateDir, tally: &mut Tally) {
     let dir = |id: &str| state.path().join("runtimes").join(id);
     let record = |id: &str| dir(id).join("record.json");
     let whole = std::fs::read(record(&ids[0])).unwrap();
-    let damage: [(&str, Box<dyn Fn(&Path)>); SESSIONS] = [
+    let damage: [(&str, Damage<'_>); SESSIONS] = [
         ("truncated", Box::new(|p| std::fs::write(p, &whole[..whole.len() / 3]).unwrap())),
         ("empty", Box::new(|p| std::fs::write(p, b"").unwrap())),
         ("garbage", Box::new(|p| std::fs::write(p, [0xff, 0x00, 0x7b, 0x22]).unwrap())),
