@@ -4,9 +4,18 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::runtime::{BackendError, ErrorKind, SpecError};
+
+/// What every error response carries, whatever its status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (`bad_request`, `not_found`, `unavailable`, ...).
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -53,7 +62,8 @@ impl IntoResponse for ApiError {
             let cause = self.cause.as_deref().unwrap_or(&self.message);
             tracing::error!(code = self.code, message = %self.message, %cause, "request failed");
         }
-        (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response()
+        let body = ErrorBody { error: self.code.into(), message: self.message };
+        (self.status, Json(body)).into_response()
     }
 }
 

@@ -7,16 +7,30 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
-use super::types::{ApiJson, ApiPath, RuntimeIdRequest, StartRequest, batch_ids, list_query};
+use super::error::{ApiError, ErrorBody};
+use super::types::{
+    ApiJson, ApiPath, Health, ImageExists, RegistryPrefix, RuntimeIdRequest, RuntimeList,
+    StartRequest, batch_ids, list_query,
+};
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
 use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Starts a runtime for the session, or answers with the one it has (resuming it if paused).
+#[utoipa::path(post, path = "/start", tag = "runtimes", request_body = StartRequest,
+    responses(
+        (status = 200, description = "The session's runtime", body = Runtime),
+        (status = 400, description = "Invalid request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 403, description = "The backend's credentials lack a permission", body = ErrorBody),
+        (status = 409, description = "Conflicting state", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend cannot be reached", body = ErrorBody),
+    ))]
 pub async fn start(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<StartRequest>,
@@ -30,6 +44,18 @@ pub async fn start(
     Ok(Json(result?))
 }
 
+/// Removes the runtime and everything it owns; answers with its last view, `stopped`.
+#[utoipa::path(post, path = "/stop", tag = "runtimes", request_body = RuntimeIdRequest,
+    responses(
+        (status = 200, description = "The runtime", body = Runtime),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 404, description = "No such runtime", body = ErrorBody),
+        (status = 409, description = "Conflicting state (an unreadable record can only be stopped)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend cannot be reached, or its caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn stop(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RuntimeIdRequest>,
@@ -40,6 +66,18 @@ pub async fn stop(
     Ok(Json(result?))
 }
 
+/// Stops the runtime's compute, keeping what it needs to resume.
+#[utoipa::path(post, path = "/pause", tag = "runtimes", request_body = RuntimeIdRequest,
+    responses(
+        (status = 200, description = "The runtime", body = Runtime),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 404, description = "No such runtime", body = ErrorBody),
+        (status = 409, description = "Conflicting state (an unreadable record can only be stopped)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend cannot be reached, or its caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn pause(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RuntimeIdRequest>,
@@ -50,6 +88,18 @@ pub async fn pause(
     Ok(Json(result?))
 }
 
+/// Brings a paused or failed runtime back with its URL and key.
+#[utoipa::path(post, path = "/resume", tag = "runtimes", request_body = RuntimeIdRequest,
+    responses(
+        (status = 200, description = "The runtime", body = Runtime),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 404, description = "No such runtime", body = ErrorBody),
+        (status = 409, description = "Conflicting state (an unreadable record can only be stopped)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend cannot be reached, or its caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn resume(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RuntimeIdRequest>,
@@ -68,10 +118,24 @@ fn outcome<T>(result: &Result<T, crate::runtime::BackendError>) -> &'static str 
     }
 }
 
+/// Runtimes, oldest first: by default those holding compute (starting, running, error).
+#[utoipa::path(get, path = "/list", tag = "runtimes",
+    params(
+        ("status" = Option<String>, Query, description = "`all`, or a comma list of starting, running, paused, stopped, error"),
+        ("limit" = Option<u64>, Query, description = "Page size"),
+        ("offset" = Option<u64>, Query, description = "Runtimes to skip"),
+    ),
+    responses(
+        (status = 200, description = "One page of runtimes", body = RuntimeList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend's caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RuntimeList>> {
     let query = list_query(query.as_deref())?;
     let mut runtimes = state.backend.list(&query.filter).await?;
     // Oldest first, so pagination is stable and V1's "pause the oldest" logic sees a clear order.
@@ -81,9 +145,19 @@ pub async fn list(
     let total = runtimes.len();
     let page: Vec<Runtime> =
         runtimes.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
-    Ok(Json(json!({ "runtimes": page, "total": total })))
+    Ok(Json(RuntimeList { runtimes: page, total }))
 }
 
+#[utoipa::path(get, path = "/runtime/{runtime_id}", tag = "runtimes",
+    params(("runtime_id" = String, Path, description = "A runtime id")),
+    responses(
+        (status = 200, description = "The runtime", body = Runtime),
+        (status = 400, description = "Invalid runtime id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 404, description = "No such runtime", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend's caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn get_runtime(
     State(state): State<AppState>,
     ApiPath(runtime_id): ApiPath,
@@ -97,6 +171,16 @@ pub async fn get_runtime(
         .ok_or_else(|| ApiError::not_found(format!("runtime {runtime_id} not found")))
 }
 
+#[utoipa::path(get, path = "/sessions/{session_id}", tag = "runtimes",
+    params(("session_id" = String, Path, description = "A session id (case-sensitive)")),
+    responses(
+        (status = 200, description = "The session's runtime", body = Runtime),
+        (status = 400, description = "Invalid session id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 404, description = "The session has no runtime", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend's caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn get_session(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath,
@@ -111,6 +195,15 @@ pub async fn get_session(
 }
 
 /// A bare JSON array, as V1 expects; unknown ids are simply absent.
+#[utoipa::path(get, path = "/sessions/batch", tag = "runtimes",
+    params(("ids" = Option<String>, Query, description = "Session ids: repeated parameters and/or comma lists, at most 1000")),
+    responses(
+        (status = 200, description = "The runtimes of the known sessions, in request order", body = Vec<Runtime>),
+        (status = 400, description = "Invalid or too many ids", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The backend's caches are not complete yet", body = ErrorBody),
+    ))]
 pub async fn sessions_batch(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -125,10 +218,24 @@ pub async fn sessions_batch(
     Ok(Json(found))
 }
 
-pub async fn registry_prefix(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "registry_prefix": &*state.registry_prefix }))
+#[utoipa::path(get, path = "/registry_prefix", tag = "images",
+    responses(
+        (status = 200, description = "Where runtime images are pushed", body = RegistryPrefix),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+    ))]
+pub async fn registry_prefix(State(state): State<AppState>) -> Json<RegistryPrefix> {
+    Json(RegistryPrefix { registry_prefix: state.registry_prefix.to_string() })
 }
 
+#[utoipa::path(get, path = "/image_exists", tag = "images",
+    params(("image" = String, Query, description = "An image reference")),
+    responses(
+        (status = 200, description = "Whether the image exists", body = ImageExists),
+        (status = 400, description = "Missing or invalid image reference", body = ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 500, description = "Internal failure", body = ErrorBody),
+        (status = 503, description = "The registry cannot tell", body = ErrorBody),
+    ))]
 pub async fn image_exists(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -140,8 +247,8 @@ pub async fn image_exists(
         .ok_or_else(|| ApiError::bad_request("query parameter image is required"))?;
     crate::runtime::spec::validate_image(&image)?;
     let response = match state.backend.image_exists(&image).await? {
-        ImageCheck::Exists => Json(json!({ "exists": true, "image": image })).into_response(),
-        ImageCheck::Missing => Json(json!({ "exists": false, "image": image })).into_response(),
+        ImageCheck::Exists => Json(ImageExists { exists: true, image }).into_response(),
+        ImageCheck::Missing => Json(ImageExists { exists: false, image }).into_response(),
         ImageCheck::Unknown(reason) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unknown",
@@ -152,7 +259,27 @@ pub async fn image_exists(
     Ok(response)
 }
 
+/// Image builds are not supported: always 501.
+#[utoipa::path(post, path = "/build", tag = "images",
+    responses(
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 501, description = "Builds are not supported", body = ErrorBody),
+    ))]
 pub async fn build() -> ApiError {
+    not_implemented()
+}
+
+/// Image builds are not supported: always 501.
+#[utoipa::path(get, path = "/build_status", tag = "images",
+    responses(
+        (status = 401, description = "Missing or wrong X-API-Key", body = ErrorBody),
+        (status = 501, description = "Builds are not supported", body = ErrorBody),
+    ))]
+pub async fn build_status() -> ApiError {
+    not_implemented()
+}
+
+fn not_implemented() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "not_implemented",
@@ -160,19 +287,35 @@ pub async fn build() -> ApiError {
     )
 }
 
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, description = "The process serves requests", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health::ok())
 }
 
+#[utoipa::path(get, path = "/livez", tag = "health", security(()),
+    responses((status = 200, description = "The process serves requests", body = Health)))]
+pub async fn livez() -> Json<Health> {
+    Json(Health::ok())
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "The backend can serve requests", body = Health),
+        (status = 503, description = "Not ready (caches syncing, API server unreachable)", body = ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.backend.readiness() {
-        Readiness::Ready => Json(json!({ "status": "ok" })).into_response(),
+        Readiness::Ready => Json(Health::ok()).into_response(),
         Readiness::NotReady(reason) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
         }
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus metrics",
+        content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(all) = state.backend.list(&ListFilter::All).await {
         state.metrics.set_runtime_counts(|s| all.iter().filter(|r| r.status == s).count());

@@ -3,6 +3,9 @@
 
 pub mod error;
 mod handlers;
+pub mod openapi;
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -65,7 +68,8 @@ impl AppState {
     }
 }
 
-/// The whole API. Health and metrics endpoints are public; everything else needs `X-API-Key`.
+/// The whole API. Health, metrics and the OpenAPI document are public; everything else needs
+/// `X-API-Key`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     // Endpoints that find runtimes in the backend's cache. `/start` is not among them: it writes
     // to the API server, whose answer is authoritative (the record's name keeps one runtime per
@@ -84,14 +88,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/registry_prefix", get(handlers::registry_prefix))
         .route("/image_exists", get(handlers::image_exists))
         .route("/build", post(handlers::build))
-        .route("/build_status", get(handlers::build))
+        .route("/build_status", get(handlers::build_status))
         .merge(cached)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let public = Router::new()
         .route("/health", get(handlers::health))
-        .route("/livez", get(handlers::health))
+        .route("/livez", get(handlers::livez))
         .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics));
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::openapi_json));
     protected
         .merge(public)
         .fallback(handlers::not_found)
@@ -169,7 +174,7 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Route templates of the API: the only values the `route` label takes besides `other`.
-const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 17] = [
     "/start",
     "/stop",
     "/pause",
@@ -186,6 +191,7 @@ const ROUTES: [&str; 16] = [
     "/livez",
     "/readyz",
     "/metrics",
+    "/openapi.json",
 ];
 
 /// The `route` label: a route template of this API, or `other` (unknown paths must not mint

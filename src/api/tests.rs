@@ -2,7 +2,7 @@
 //! status code, error shape and query form is checked in milliseconds without a socket, a process
 //! or an agent server. What needs a real backend is in `tests/api.rs` and `tests/e2e`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -534,4 +534,83 @@ async fn reads_wait_for_complete_caches_then_answer_503_with_retry_after() {
     });
     let (status, body) = get(&app, "/list").await;
     assert_eq!((status, body["total"].as_u64()), (StatusCode::OK, Some(1)));
+}
+
+/// Methods the router serves on a route template: those whose answer is neither the 405 of a
+/// known path nor the fallback's 404 for an unknown one.
+async fn served_methods(app: &Router, template: &str) -> BTreeSet<String> {
+    let uri = template.replace("{runtime_id}", "x").replace("{session_id}", "x");
+    let mut served = BTreeSet::new();
+    for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+        let (status, body) = call(app, method.clone(), &uri, Some(KEY), Some("{}")).await;
+        let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+            || (status == StatusCode::NOT_FOUND && body["message"] == "no such endpoint");
+        if !unrouted {
+            served.insert(method.as_str().to_lowercase());
+        }
+    }
+    served
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_method_the_router_serves() {
+    let app = app(FakeBackend::with(&[]), 1 << 20);
+    let (status, doc) = call(&app, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK, "the document needs no key");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: BTreeMap<String, BTreeSet<String>> = paths
+        .iter()
+        .map(|(p, item)| (p.clone(), item.as_object().unwrap().keys().cloned().collect()))
+        .collect();
+    // Every template the router knows (the metrics' fixed set) and every documented path.
+    let templates: BTreeSet<&str> =
+        super::ROUTES.iter().copied().chain(paths.keys().map(String::as_str)).collect();
+    let mut served = BTreeMap::new();
+    for template in templates {
+        served.insert(template.to_string(), served_methods(&app, template).await);
+    }
+    assert_eq!(documented, served);
+}
+
+#[tokio::test]
+async fn the_openapi_document_names_the_key_and_the_error_shape() {
+    let doc = serde_json::to_value(super::openapi::document()).unwrap();
+    let scheme = &doc["components"]["securitySchemes"][super::openapi::API_KEY_SCHEME];
+    assert_eq!((scheme["type"].as_str(), scheme["in"].as_str()), (Some("apiKey"), Some("header")));
+    assert_eq!(scheme["name"], "X-API-Key");
+    let public = ["/health", "/livez", "/readyz", "/metrics", "/openapi.json"];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            // Public operations override the document's default requirement with none.
+            let security = op.get("security").unwrap_or(&doc["security"]);
+            let needs_key = security.as_array().unwrap().iter().any(|s| s.get("api_key").is_some());
+            assert_eq!(needs_key, !public.contains(&path.as_str()), "{at}: {security}");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("431") && responses.contains_key("414"), "{at}");
+            for (code, response) in responses {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if !code.starts_with('2') {
+                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{at} {code}");
+                }
+            }
+            if needs_key {
+                assert!(responses.contains_key("401"), "{at} does not document 401");
+            }
+        }
+    }
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(error["required"], json!(["error", "message"]));
+    // The documented bounds are the validators' (schemathesis generates from them).
+    use crate::runtime::spec::{
+        MAX_ID, MAX_RESOURCE_FACTOR, MAX_SESSION_ID_LEN, MIN_RESOURCE_FACTOR,
+    };
+    let start = &doc["components"]["schemas"]["StartRequest"]["properties"];
+    assert_eq!(start["resource_factor"]["minimum"].as_f64(), Some(MIN_RESOURCE_FACTOR));
+    assert_eq!(start["resource_factor"]["maximum"].as_f64(), Some(MAX_RESOURCE_FACTOR));
+    assert_eq!(start["session_id"]["maxLength"], json!(MAX_SESSION_ID_LEN));
+    for field in ["run_as_user", "run_as_group", "fs_group"] {
+        assert_eq!(start[field]["maximum"], json!(MAX_ID), "{field}");
+    }
 }

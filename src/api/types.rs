@@ -7,34 +7,45 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::runtime::spec::{self, Command, PullPolicy, RuntimeSpec};
-use crate::runtime::{ListFilter, Status};
+use crate::runtime::{ListFilter, Runtime, Status};
 
 /// Body of `POST /start`. Unknown fields are ignored: clients send more than we need.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StartRequest {
+    #[schema(min_length = 1, max_length = 256, example = "agent-server-0d9f8a6e")]
     pub session_id: String,
+    /// An image reference (distribution grammar); absent or empty: the service's default.
     #[serde(default)]
+    #[schema(max_length = 512, example = "ghcr.io/openhands/agent-server:1.58.2-python")]
     pub image: Option<String>,
+    /// A string runs through a shell, a list runs as given; empty or absent keeps the image's.
     #[serde(default)]
+    #[schema(schema_with = command_schema)]
     pub command: Option<Command>,
     #[serde(default)]
     pub working_dir: Option<String>,
     #[serde(default)]
     pub environment: Option<BTreeMap<String, String>>,
+    /// Multiplies the default requests and limits.
     #[serde(default)]
+    #[schema(minimum = 0.25, maximum = 64.0)]
     pub resource_factor: Option<f64>,
     #[serde(default)]
     pub runtime_class: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub run_as_user: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub run_as_group: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub fs_group: Option<i64>,
     #[serde(default)]
     pub image_pull_policy: Option<String>,
@@ -72,9 +83,22 @@ impl StartRequest {
     }
 }
 
+/// The wire form of [`Command`]: a string, a list of strings, or null.
+fn command_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
 /// Body of `/stop`, `/pause` and `/resume`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RuntimeIdRequest {
+    #[schema(min_length = 1, max_length = 256)]
     pub runtime_id: String,
 }
 
@@ -82,6 +106,39 @@ impl RuntimeIdRequest {
     pub fn validated(self) -> Result<String, ApiError> {
         spec::validate_runtime_id(&self.runtime_id)?;
         Ok(self.runtime_id)
+    }
+}
+
+/// Answer of `/list`: one page of runtimes, oldest first, and how many match in all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuntimeList {
+    pub runtimes: Vec<Runtime>,
+    pub total: usize,
+}
+
+/// Answer of `/registry_prefix`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryPrefix {
+    pub registry_prefix: String,
+}
+
+/// Answer of `/image_exists` when the backend can tell.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageExists {
+    pub exists: bool,
+    pub image: String,
+}
+
+/// Answer of the health endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+impl Health {
+    pub fn ok() -> Health {
+        Health { status: "ok".into() }
     }
 }
 
@@ -189,16 +246,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::new(status, "bad_request", rejection.body_text())
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-        // serde would accept a struct written as an array; a request body is always an object.
-        if !value.is_object() {
-            return Err(ApiError::bad_request("invalid request body: expected a JSON object"));
-        }
-        let parsed = T::deserialize(value)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-        Ok(ApiJson(parsed))
+        parse_body(&bytes).map(ApiJson)
     }
+}
+
+/// A request body as `T`: malformed JSON, a non-object, and a value of the wrong type are each a
+/// 400 whose message names the offending field.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    // serde would accept a struct written as an array; a request body is always an object.
+    if !value.is_object() {
+        return Err(ApiError::bad_request("invalid request body: expected a JSON object"));
+    }
+    // Through serde_path_to_error: serde's own message for a wrong type omits the field.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = match e.path().to_string() {
+            root if root == "." => String::new(),
+            field => format!("{field}: "),
+        };
+        ApiError::bad_request(format!("invalid request body: {at}{}", e.into_inner()))
+    })
 }
 
 #[cfg(test)]

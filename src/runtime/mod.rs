@@ -20,7 +20,7 @@ pub use spec::{Command, PullPolicy, RuntimeSpec, SpecError};
 pub use status::{PodStatus, Status};
 
 /// What clients see of one runtime: the "runtime object" of the contract, every field always present.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Runtime {
     pub runtime_id: String,
     pub session_id: String,

@@ -186,10 +186,14 @@ impl RuntimeSpec {
                 }
             }
         }
-        if let Command::Exec(args) = &self.command {
-            if args.iter().any(|a| a.contains('\0')) {
-                return Err(SpecError("command contains a NUL byte".into()));
-            }
+        let nul = match &self.command {
+            Command::ImageDefault => false,
+            Command::Shell(line) => line.contains('\0'),
+            Command::Exec(args) => args.iter().any(|a| a.contains('\0')),
+        };
+        if nul {
+            // No exec(2) can take it, and a pod spec with it would only fail later.
+            return Err(SpecError("command contains a NUL byte".into()));
         }
         Ok(())
     }

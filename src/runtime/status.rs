@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Objects exist, the agent server does not answer yet.
@@ -41,7 +41,7 @@ impl Status {
 
 /// `pod_status` as the SDK reads it: it waits on pending/running/not found, succeeds on ready,
 /// and gives up at once on failed/unknown/crashloopbackoff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum PodStatus {
     #[serde(rename = "pending")]
     Pending,

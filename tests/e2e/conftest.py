@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,13 @@ def failing_service():
 def api(service):
     with service.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def stand_in_service():
+    """An instance whose agents are the cheap stand-in of the Rust tests (tests/support), for
+    tests that start many runtimes and need only the service's side of the contract."""
+    stand_in = Path(__file__).resolve().parents[1] / "support" / "stand_in_agent.py"
+    svc = _start_service({"PROCESS_AGENT_COMMAND": f"{sys.executable} {stand_in} --port {{port}}"})
+    yield svc
+    _stop_and_check(svc)
