@@ -17,7 +17,9 @@
 #    at once; idle pause by the leader (through the Service name) and resume; failures as the
 #    kubelet and scheduler report them (image, crash loop, unschedulable); the leader's pod
 #    deleted during ten concurrent SDK starts (one sandbox per session, the Lease moves);
-#  - after the client: no sandbox object, claim, volume, pod or container is left.
+#  - after the client: no sandbox object, claim, volume, pod or container is left;
+#  - helm upgrade with a changed setting rolls both replicas while a client polls /list through
+#    the Service: no request fails.
 # Prints every check, exits non-zero if any failed, deletes its namespace.
 set -uo pipefail
 
@@ -203,6 +205,35 @@ no_container_left() {
   [[ -z $out ]] || { echo "$out"; return 1; }
 }
 eventually 60 "no sandbox container is left on the node (containerd)" no_container_left
+
+# ------------------------------------------------------------- upgrade ----
+# helm upgrade with a changed setting rolls both replicas while a client keeps asking: the PDB,
+# maxUnavailable 0, the preStop sleep and the graceful shutdown must lose no request.
+IP=$(kubectl get service "$FULLNAME" -n "$NS" -o jsonpath='{.spec.clusterIP}')
+OLD_PODS=$(kubectl get pods -n "$NS" -l "$SEL" -o name | sort)
+(
+  while [[ ! -e $TMP/stop-load ]]; do
+    curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 -H "X-API-Key: $API_KEY" "http://$IP/list" >>"$TMP/codes"
+    sleep 0.1
+  done
+) &
+LOAD=$!
+check "helm upgrade with another config.logFormat rolls out" \
+  "$HELM" upgrade "$RELEASE" charts/runtime-api -n "$NS" -f "$TMP/values.yaml" --set config.logFormat=json --wait --timeout 240s
+sleep 8   # requests to the last replaced pod's final seconds
+touch "$TMP/stop-load"; wait "$LOAD"
+replaced() {
+  local now; now=$(kubectl get pods -n "$NS" -l "$SEL" --field-selector=status.phase=Running -o name | sort)
+  [[ -n $now && -z $(comm -12 <(echo "$OLD_PODS") <(echo "$now")) ]] || { echo "old: $OLD_PODS now: $now"; return 1; }
+}
+eventually 60 "both replicas were replaced" replaced
+no_failed_request() {
+  local total bad; total=$(wc -l <"$TMP/codes"); bad=$(grep -cvx 200 "$TMP/codes")
+  echo "$total requests during the upgrade, $bad not 200: $(sort "$TMP/codes" | uniq -c | tr '\n' ' ')"
+  ((total > 50 && bad == 0))
+}
+check "no request failed while the replicas rolled" no_failed_request
+grep -h "requests during the upgrade" <(no_failed_request) | sed 's/^/      /'
 
 echo
 echo "$PASSED passed, $FAILED failed"
