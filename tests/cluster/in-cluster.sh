@@ -42,8 +42,9 @@ API_KEY="in-cluster-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 HELM=$(scripts/helm.sh) || exit 2
 TMP=$(mktemp -d)
 CLIENT_TIMEOUT=${IN_CLUSTER_CLIENT_TIMEOUT:-900}
-# Sandboxes: small, so a few fit on the node; the client asks for resource_factor 2.
-MEMORY_LIMIT_MI=256
+# Sandboxes: small requests, so twenty fit on the node; limits the agent server lives with (it
+# was OOM-killed at 256Mi); the client asks for resource_factor 2.
+MEMORY_LIMIT_MI=1024
 FACTOR=2
 IDLE_SECONDS=60
 
