@@ -46,9 +46,9 @@ const GENERATION_ANNOTATION: &str = "runtime-api.openhands.dev/pod-generation";
 const SESSIONS: usize = 5;
 /// How long after the requests go out the service is killed: while the first writes are on the
 /// wire, in the middle of them, and after most requests have answered.
-const KILL_DELAYS_MS: [u64; 3] = [10, 60, 250];
+const KILL_DELAYS_MS: [u64; 3] = [20, 150, 600];
 /// How long after the starts go out the API server is killed.
-const OUTAGE_DELAYS_MS: [u64; 2] = [15, 80];
+const OUTAGE_DELAYS_MS: [u64; 2] = [20, 400];
 /// How long the invariants get to hold: what a crash leaves is the orphan sweep's, which runs on
 /// the replica holding the lease (a killed holder's lease expires after LEASE_DURATION_SECONDS),
 /// every MAINTENANCE_INTERVAL_SECONDS, on objects older than ORPHAN_GRACE_SECONDS.
@@ -73,8 +73,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, round: &str, found: Vec<String>) {
-        eprintln!("round [{round}]: {} violations", found.len());
+    fn record(&mut self, round: &str, began: Instant, found: Vec<String>) {
+        let took = began.elapsed().as_secs_f64();
+        eprintln!("round [{round}]: {} violations ({took:.1} s)", found.len());
         for v in found {
             eprintln!("VIOLATION [{round}] {v}");
             self.violations.push(format!("[{round}] {v}"));
@@ -448,7 +449,8 @@ enum Operation {
 /// One round: prepare, kill the service `delay_ms` into concurrent `op`s, restart it, check the
 /// invariants and that what answered 200 took effect, restart every session, stop everything.
 async fn kill_round(ns: &TestNamespace, op: Operation, delay_ms: u64, tally: &mut Tally) {
-    let round = format!("kill -9 during {op:?} after {delay_ms} ms").to_lowercase();
+    let (round, began) =
+        (format!("kill -9 during {op:?} after {delay_ms} ms").to_lowercase(), Instant::now());
     let names = sessions(&format!("{op:?}-{delay_ms}").to_lowercase());
     let state = StateDir::new();
     let mut svc = ns.service(&state).await;
@@ -475,19 +477,21 @@ async fn kill_round(ns: &TestNamespace, op: Operation, delay_ms: u64, tally: &mu
     let pending = fire(requests);
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     svc.kill();
-    let answered: Vec<(Value, Value)> = answers(pending)
-        .await
+    // Requests the kill cut short have no answer; those that got one must be sound.
+    let answered: Vec<_> = answers(pending).await.into_iter().filter(|(_, a)| a.is_ok()).collect();
+    let mut found = failures(&answered);
+    // Each request is labelled with its body.
+    let answered: Vec<(Value, Value)> = answered
         .into_iter()
-        .zip(bodies)
-        .filter_map(|((_, answer), body)| match answer {
-            Ok((200, response)) => Some((body, response)),
+        .filter_map(|(label, answer)| match answer {
+            Ok((200, response)) => Some((serde_json::from_str(&label).unwrap(), response)),
             _ => None,
         })
         .collect();
     drop(svc);
 
     let svc = ns.service(&state).await;
-    let mut found = settled(ns, &[&svc]).await;
+    found.extend(settled(ns, &[&svc]).await);
     // What answered 200 before the kill must have happened.
     for (body, response) in &answered {
         let path = match op {
@@ -510,13 +514,13 @@ async fn kill_round(ns: &TestNamespace, op: Operation, delay_ms: u64, tally: &mu
     found.extend(settled(ns, &[&svc]).await);
     found.extend(stop_everything(ns, &svc).await);
     eprintln!("round [{round}]: {} of {} answered before the kill", answered.len(), names.len());
-    tally.record(&round, found);
+    tally.record(&round, began, found);
 }
 
 /// The API server killed `delay_ms` into concurrent starts (two runtimes already run): each
 /// start answers 200 or a JSON 5xx; once it is back, the invariants hold and the sessions start.
 async fn outage_round(ns: &TestNamespace, delay_ms: u64, tally: &mut Tally) {
-    let round = format!("API server killed {delay_ms} ms into starts");
+    let (round, began) = (format!("API server killed {delay_ms} ms into starts"), Instant::now());
     let names = sessions(&format!("outage-{delay_ms}"));
     let apiserver = ApiServer::find();
     let state = StateDir::new();
@@ -552,7 +556,7 @@ async fn outage_round(ns: &TestNamespace, delay_ms: u64, tally: &mut Tally) {
     found.extend(settled(ns, &[&svc]).await);
     found.extend(stop_everything(ns, &svc).await);
     eprintln!("round [{round}]: {} started, {failed} failed with a 5xx", answered.len());
-    tally.record(&round, found);
+    tally.record(&round, began, found);
 }
 
 /// The JSON body of a request to a replica.
@@ -560,11 +564,16 @@ fn on(svc: &Service, method: reqwest::Method, path: &str, body: Value) -> reqwes
     svc.request(method, path).json(&body)
 }
 
-/// A 5xx, or an answer that is not JSON, from a race: the replicas must sort it out themselves.
+/// What no answer may be: a 5xx or not JSON (the replicas must sort races out themselves), or a
+/// runtime without its session key (a client could never reach its agent).
 fn failures(answers: &[(String, Result<(u16, Value), String>)]) -> Vec<String> {
     answers
         .iter()
-        .filter(|(_, a)| !matches!(a, Ok((code, _)) if *code < 500))
+        .filter(|(_, a)| match a {
+            Ok((200, body)) => body["session_api_key"].as_str().is_none_or(str::is_empty),
+            Ok((code, _)) => *code >= 500,
+            Err(_) => true,
+        })
         .map(|(label, a)| format!("{label} answered {a:?}"))
         .collect()
 }
@@ -579,7 +588,7 @@ async fn replica_rounds(ns: &TestNamespace, tally: &mut Tally) {
     let b = ns.service(&state_b).await;
     let names = sessions("race");
 
-    let round = "replicas racing starts";
+    let (round, began) = ("replicas racing starts", Instant::now());
     let mut requests = Vec::new();
     for session in &names {
         for (i, svc) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
@@ -602,9 +611,9 @@ async fn replica_rounds(ns: &TestNamespace, tally: &mut Tally) {
         }
     }
     found.extend(settled(ns, &[&a, &b]).await);
-    tally.record(round, found);
+    tally.record(round, began, found);
 
-    let round = "replicas racing stop and start";
+    let (round, began) = ("replicas racing stop and start", Instant::now());
     let mut requests = Vec::new();
     for (session, ids) in &ids {
         let id = ids.iter().next().unwrap();
@@ -624,9 +633,9 @@ async fn replica_rounds(ns: &TestNamespace, tally: &mut Tally) {
     let mut found = failures(&answers(fire(requests)).await);
     found.extend(restart_sessions(&b, &names).await);
     found.extend(settled(ns, &[&a, &b]).await);
-    tally.record(round, found);
+    tally.record(round, began, found);
 
-    let round = "replicas racing pause against resume and start";
+    let (round, began) = ("replicas racing pause against resume and start", Instant::now());
     let mut requests = Vec::new();
     for session in &names {
         let id = match call(b.request(Method::GET, &format!("/sessions/{session}"))).await {
@@ -649,9 +658,9 @@ async fn replica_rounds(ns: &TestNamespace, tally: &mut Tally) {
     found.extend(restart_sessions(&a, &names).await);
     found.extend(settled(ns, &[&a, &b]).await);
     found.extend(stop_everything(ns, &b).await);
-    tally.record(round, found);
+    tally.record(round, began, found);
 
-    let round = "one replica killed while both race starts";
+    let (round, began) = ("one replica killed while both race starts", Instant::now());
     let names = sessions("race-kill");
     let mut requests = Vec::new();
     for session in &names {
@@ -683,7 +692,7 @@ async fn replica_rounds(ns: &TestNamespace, tally: &mut Tally) {
     found.extend(restart_sessions(&a, &names).await);
     found.extend(settled(ns, &[&a, &b]).await);
     found.extend(stop_everything(ns, &a).await);
-    tally.record(round, found);
+    tally.record(round, began, found);
 }
 
 fn id_of(runtime: &Value) -> String {
