@@ -250,35 +250,33 @@ impl KubernetesBackend {
         Ok(())
     }
 
-    /// Another replica (or request) created this session's record first: return its runtime once
-    /// its Secret exists, so the response carries the session key. If the Secret never comes,
-    /// its creator stopped before storing the key (it crashed): finish the creation, as a retried
-    /// `/start` would, rather than answer with no key and a runtime the sweep will remove.
+    /// Another replica (or request) created this session's record first. Its creator may die
+    /// before storing the session key (and the sweep removes a record without one), so finish
+    /// the creation now rather than wait for it: what exists already is left alone, and whoever
+    /// stored the key first wins.
     async fn existing_after_conflict(
         &self,
         record: &ConfigMap,
         spec: &RuntimeSpec,
     ) -> BackendResult<Runtime> {
-        let name = record.name_any();
-        let existing = self.writer().get_record(&name).await?;
-        self.await_cached(&existing).await;
-        let secret = runtime_id_of(&existing.metadata).map(object_name);
-        if secret.is_some_and(|s| self.inner.store.secret(&s).is_none()) {
-            return self.complete_creation(&existing, spec).await;
+        let existing = self.writer().get_record(&record.name_any()).await?;
+        if existing.metadata.deletion_timestamp.is_some() {
+            self.await_cached(&existing).await;
+            return self.view(&existing).ok_or_else(malformed);
         }
-        self.view(&existing).ok_or_else(malformed)
+        self.complete_creation(&existing, spec).await
     }
 
-    /// Stores a new session key for a record whose creation was interrupted before it stored one
-    /// and creates what is missing; whoever stores the key first wins, and every caller answers
-    /// with the stored key. A failure removes the runtime, as a failed start does.
+    /// Stores a new session key for a record whose creation was interrupted (or is under way
+    /// elsewhere) and creates what is missing; whoever stores the key first wins, and every
+    /// caller answers with the stored key. A failure removes the runtime, as a failed start does.
     async fn complete_creation(
         &self,
         record: &ConfigMap,
         spec: &RuntimeSpec,
     ) -> BackendResult<Runtime> {
         let runtime_id = runtime_id_of(&record.metadata).unwrap_or_default();
-        tracing::info!(runtime_id, "completing a runtime whose creation was interrupted");
+        tracing::info!(runtime_id, "completing a runtime another start created");
         let key = ids::new_session_key();
         let ensured = self.ensure_objects(record, None, Some((&key, &spec.environment)));
         if let Err(e) = ensured.await {
