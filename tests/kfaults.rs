@@ -46,9 +46,12 @@ const GENERATION_ANNOTATION: &str = "runtime-api.openhands.dev/pod-generation";
 const SESSIONS: usize = 5;
 /// How long after the requests go out the service is killed: while the first writes are on the
 /// wire, in the middle of them, and after most requests have answered.
-const KILL_DELAYS_MS: [u64; 3] = [20, 150, 600];
-/// How long after the starts go out the API server is killed.
-const OUTAGE_DELAYS_MS: [u64; 2] = [20, 400];
+const KILL_DELAYS_MS: [u64; 3] = [20, 200, 1500];
+/// Starts sent during the API server outage round, one every `OUTAGE_STEP`; the API server is
+/// killed `OUTAGE_KILL_AFTER` after the first (a start takes about 200 ms on a quiet machine).
+const OUTAGE_STARTS: u32 = 6;
+const OUTAGE_STEP: Duration = Duration::from_millis(120);
+const OUTAGE_KILL_AFTER: Duration = Duration::from_millis(300);
 /// How long the invariants get to hold: what a crash leaves is the orphan sweep's, which runs on
 /// the replica holding the lease (a killed holder's lease expires after LEASE_DURATION_SECONDS),
 /// every MAINTENANCE_INTERVAL_SECONDS, on objects older than ORPHAN_GRACE_SECONDS.
@@ -517,21 +520,31 @@ async fn kill_round(ns: &TestNamespace, op: Operation, delay_ms: u64, tally: &mu
     tally.record(&round, began, found);
 }
 
-/// The API server killed `delay_ms` into concurrent starts (two runtimes already run): each
-/// start answers 200 or a JSON 5xx; once it is back, the invariants hold and the sessions start.
-async fn outage_round(ns: &TestNamespace, delay_ms: u64, tally: &mut Tally) {
-    let (round, began) = (format!("API server killed {delay_ms} ms into starts"), Instant::now());
-    let names = sessions(&format!("outage-{delay_ms}"));
+/// Starts sent one every [`OUTAGE_STEP`] while the API server is killed (two runtimes already
+/// run): the first answer before it goes, some are in flight when it does, the last are sent
+/// while it is gone. Each answers 200 or a JSON 5xx; once it is back, the invariants hold, what
+/// answered 200 exists, and every session starts.
+async fn outage_round(ns: &TestNamespace, tally: &mut Tally) {
+    let (round, began) = ("API server killed during starts", Instant::now());
+    let names: Vec<String> =
+        (0..OUTAGE_STARTS as usize + 2).map(|i| format!("outage-{i}")).collect();
     let apiserver = ApiServer::find();
     let state = StateDir::new();
     let svc = ns.service(&state).await;
     running(&svc, &names[..2]).await;
-    let requests = names[2..]
+    let pending: Vec<_> = names[2..]
         .iter()
-        .map(|s| (s.clone(), svc.request(reqwest::Method::POST, "/start").json(&start_body(s))))
+        .zip(0..)
+        .map(|(session, i)| {
+            let request = svc.request(reqwest::Method::POST, "/start").json(&start_body(session));
+            let session = session.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(OUTAGE_STEP * i).await;
+                (session, call(request).await)
+            })
+        })
         .collect();
-    let pending = fire(requests);
-    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    tokio::time::sleep(OUTAGE_KILL_AFTER).await;
     apiserver.kill();
     let mut found = Vec::new();
     let mut answered = Vec::new();
@@ -556,7 +569,7 @@ async fn outage_round(ns: &TestNamespace, delay_ms: u64, tally: &mut Tally) {
     found.extend(settled(ns, &[&svc]).await);
     found.extend(stop_everything(ns, &svc).await);
     eprintln!("round [{round}]: {} started, {failed} failed with a 5xx", answered.len());
-    tally.record(&round, began, found);
+    tally.record(round, began, found);
 }
 
 /// The JSON body of a request to a replica.
@@ -711,9 +724,7 @@ async fn crashes_outages_and_racing_replicas_never_hide_or_duplicate_a_runtime()
         }
     }
     replica_rounds(&ns, &mut tally).await;
-    for delay in OUTAGE_DELAYS_MS {
-        outage_round(&ns, delay, &mut tally).await;
-    }
+    outage_round(&ns, &mut tally).await;
     println!(
         "fault rounds: {}, invariant violations: {} ({:.1} s)",
         tally.rounds,
