@@ -291,8 +291,13 @@ fn violations(listed: &[Value], objects: &[Object]) -> Vec<String> {
     found
 }
 
+/// A status and JSON body, or what was wrong with the answer.
+type Answer = Result<(u16, Value), String>;
+/// A request's label (what it was) and its answer.
+type Labelled = (String, Answer);
+
 /// Sends a request; its status and JSON body, or what was wrong with the answer.
-async fn call(request: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+async fn call(request: reqwest::RequestBuilder) -> Answer {
     let resp = request.send().await.map_err(|e| format!("no answer: {e}"))?;
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| format!("{status} with no body: {e}"))?;
@@ -427,16 +432,14 @@ async fn running(svc: &Service, sessions: &[String]) -> Vec<String> {
 /// Sends every request at once and hands back the pending answers, each with its label.
 fn fire(
     requests: Vec<(String, reqwest::RequestBuilder)>,
-) -> Vec<tokio::task::JoinHandle<(String, Result<(u16, Value), String>)>> {
+) -> Vec<tokio::task::JoinHandle<Labelled>> {
     requests
         .into_iter()
         .map(|(label, request)| tokio::spawn(async move { (label, call(request).await) }))
         .collect()
 }
 
-async fn answers(
-    pending: Vec<tokio::task::JoinHandle<(String, Result<(u16, Value), String>)>>,
-) -> Vec<(String, Result<(u16, Value), String>)> {
+async fn answers(pending: Vec<tokio::task::JoinHandle<Labelled>>) -> Vec<Labelled> {
     futures::future::join_all(pending).await.into_iter().map(Result::unwrap).collect()
 }
 
@@ -579,7 +582,7 @@ fn on(svc: &Service, method: reqwest::Method, path: &str, body: Value) -> reqwes
 
 /// What no answer may be: a 5xx or not JSON (the replicas must sort races out themselves), or a
 /// runtime without its session key (a client could never reach its agent).
-fn failures(answers: &[(String, Result<(u16, Value), String>)]) -> Vec<String> {
+fn failures(answers: &[Labelled]) -> Vec<String> {
     answers
         .iter()
         .filter(|(_, a)| match a {
