@@ -72,7 +72,7 @@ tests/cluster/in-cluster.sh
 
 step "Kubernetes backend integration tests, then its fault rounds (they kill the API server: alone)"
 cargo test --locked --test kubernetes -- --ignored --test-threads 2
-cargo test --locked --test kfaults -- --ignored
+cargo test --locked --test kfaults -- --include-ignored
 
 step "Recovery from an API server outage (restarts the test API server, so it runs alone)"
 cargo test --locked --test recovery -- --ignored

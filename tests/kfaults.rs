@@ -14,7 +14,7 @@
 //! Violations are collected rather than asserted one by one, so a failing run names them all; the
 //! test prints `fault rounds: N, invariant violations: M` and fails if M > 0. It kills the API
 //! server, so it runs alone, after the other Kubernetes tests (scripts/test.sh, stage "Kubernetes
-//! backend integration tests"): `eval "$(scripts/cluster.sh up)" && cargo test --test kfaults -- --ignored`
+//! backend integration tests"): `eval "$(scripts/cluster.sh up)" && cargo test --test kfaults -- --include-ignored`
 
 mod common;
 
@@ -88,7 +88,7 @@ impl Tally {
 }
 
 /// One object labelled as ours, as the cluster holds it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Object {
     kind: &'static str,
     name: String,
@@ -289,6 +289,68 @@ fn violations(listed: &[Value], objects: &[Object]) -> Vec<String> {
         }
     }
     found
+}
+
+/// The checker itself: a sound namespace passes, and each kind of damage is named.
+#[test]
+fn the_invariant_checker_names_each_kind_of_violation() {
+    let object = |kind, name: String, id: &str, paused| Object {
+        kind,
+        name,
+        runtime_id: id.into(),
+        session_hash: format!("hash-{id}"),
+        deleting: false,
+        paused,
+        generation: "1".into(),
+    };
+    let runtime = |id: &str, paused: bool| {
+        let mut all = vec![object("record", format!("oh-session-{id}"), id, paused)];
+        for kind in ["secret", "service", "ingress", "networkpolicy", "claim"] {
+            all.push(object(kind, format!("oh-rt-{id}"), id, false));
+        }
+        if !paused {
+            all.push(object("pod", format!("oh-rt-{id}-1"), id, false));
+        }
+        all
+    };
+    let listed = |id: &str, session: &str, status: &str| json!({"runtime_id": id, "session_id": session, "status": status, "session_api_key": "k"});
+    let sound = [runtime("a", false), runtime("b", true)].concat();
+    let both = [listed("a", "s-a", "running"), listed("b", "s-b", "paused")];
+    assert_eq!(violations(&both, &sound), Vec::<String>::new());
+
+    let damaged = |damage: &dyn Fn(&mut Vec<Object>, &mut Vec<Value>)| {
+        let (mut objects, mut listed) = (sound.clone(), both.to_vec());
+        damage(&mut objects, &mut listed);
+        violations(&listed, &objects).join("; ")
+    };
+    let cases: [(&str, &dyn Fn(&mut Vec<Object>, &mut Vec<Value>)); 7] = [
+        ("b is listed as paused but its pods", &|o, _| {
+            o.push(object("pod", "oh-rt-b-1".into(), "b", false))
+        }),
+        ("pod/oh-rt-c-1 of runtime c exists, not listed", &|o, _| {
+            o.push(object("pod", "oh-rt-c-1".into(), "c", false))
+        }),
+        ("a is listed as running but has 0 secret objects", &|o, _| {
+            o.retain(|x| x.name != "oh-rt-a" || x.kind != "secret")
+        }),
+        ("a is listed as running, pods []", &|o, _| o.retain(|x| x.kind != "pod")),
+        ("session s-a is listed with 2 runtimes", &|_, l| l[1]["session_id"] = json!("s-a")),
+        ("session hash hash-a has objects of 2 runtimes", &|o, _| {
+            o[7].session_hash = "hash-a".into()
+        }),
+        ("a is still starting", &|_, l| l[0]["status"] = json!("starting")),
+    ];
+    for (expected, damage) in cases {
+        let found = damaged(damage);
+        assert!(found.contains(expected), "expected {expected:?}, found {found:?}");
+    }
+    // What is being deleted counts for nothing.
+    let found = damaged(&|o, _| {
+        let mut leaving = object("pod", "oh-rt-c-1".into(), "c", false);
+        leaving.deleting = true;
+        o.push(leaving);
+    });
+    assert_eq!(found, "");
 }
 
 /// A status and JSON body, or what was wrong with the answer.
