@@ -291,6 +291,9 @@ fn violations(listed: &[Value], objects: &[Object]) -> Vec<String> {
     found
 }
 
+/// Damage done to a snapshot of the namespace and a `/list` answer.
+type Damage<'a> = &'a dyn Fn(&mut Vec<Object>, &mut Vec<Value>);
+
 /// The checker itself: a sound namespace passes, and each kind of damage is named.
 #[test]
 fn the_invariant_checker_names_each_kind_of_violation() {
@@ -318,12 +321,12 @@ fn the_invariant_checker_names_each_kind_of_violation() {
     let both = [listed("a", "s-a", "running"), listed("b", "s-b", "paused")];
     assert_eq!(violations(&both, &sound), Vec::<String>::new());
 
-    let damaged = |damage: &dyn Fn(&mut Vec<Object>, &mut Vec<Value>)| {
+    let damaged = |damage: Damage<'_>| {
         let (mut objects, mut listed) = (sound.clone(), both.to_vec());
         damage(&mut objects, &mut listed);
         violations(&listed, &objects).join("; ")
     };
-    let cases: [(&str, &dyn Fn(&mut Vec<Object>, &mut Vec<Value>)); 7] = [
+    let cases: [(&str, Damage<'_>); 7] = [
         ("b is listed as paused but its pods", &|o, _| {
             o.push(object("pod", "oh-rt-b-1".into(), "b", false))
         }),
