@@ -70,8 +70,9 @@ tests/deploy/apply.sh
 step "runtime-api installed by its chart on the real node, the real SDK in a pod beside it"
 tests/cluster/in-cluster.sh
 
-step "Kubernetes backend integration tests"
+step "Kubernetes backend integration tests, then its fault rounds (they kill the API server: alone)"
 cargo test --locked --test kubernetes -- --ignored --test-threads 2
+cargo test --locked --test kfaults -- --include-ignored
 
 step "Recovery from an API server outage (restarts the test API server, so it runs alone)"
 cargo test --locked --test recovery -- --ignored

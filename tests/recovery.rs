@@ -6,68 +6,12 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::apiserver::ApiServer;
 use common::{Service, StateDir};
 use serde_json::json;
-
-/// The running kube-apiserver of the test cluster: its pid file and command line.
-struct ApiServer {
-    pid_file: PathBuf,
-    argv: Vec<String>,
-    log: PathBuf,
-}
-
-impl ApiServer {
-    fn find() -> ApiServer {
-        let dir = PathBuf::from(
-            std::env::var("RUNTIME_API_CLUSTER_DIR")
-                .expect("needs the cluster of scripts/cluster.sh up"),
-        );
-        let pid_file = dir.join("pids/kube-apiserver.pid");
-        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let argv = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        ApiServer { pid_file, argv, log: dir.join("logs/kube-apiserver.log") }
-    }
-
-    fn pid(&self) -> i32 {
-        std::fs::read_to_string(&self.pid_file).unwrap().trim().parse().unwrap()
-    }
-
-    fn kill(&self) {
-        let pid = self.pid();
-        // SIGKILL: a crash, and no waiting for its graceful shutdown (which drains watches for long).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while common::pid_alive(i64::from(pid)) {
-            assert!(Instant::now() < deadline, "kube-apiserver did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Starts it again with the same arguments, detached, and records its pid for `cluster.sh down`.
-    fn start(&self) {
-        let log = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
-        let child = Command::new(&self.argv[0])
-            .args(&self.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::fs::write(&self.pid_file, child.id().to_string()).unwrap();
-        std::mem::forget(child);
-    }
-}
 
 #[tokio::test]
 #[ignore = "restarts the test cluster's API server: run by scripts/test.sh after the other tests"]

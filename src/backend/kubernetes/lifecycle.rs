@@ -197,7 +197,7 @@ impl KubernetesBackend {
         let record = record::record(&s.namespace, &runtime_id, session_hash, &spec, &created_at);
         let created = match self.writer().create_record(&record).await? {
             Created::New(created) => created,
-            Created::AlreadyExists => return self.existing_after_conflict(&record).await,
+            Created::AlreadyExists => return self.existing_after_conflict(&record, &spec).await,
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
         let ensured = self.ensure_objects(&created, None, Some((&session_key, &spec.environment)));
@@ -250,13 +250,41 @@ impl KubernetesBackend {
         Ok(())
     }
 
-    /// Another replica (or request) created this session's record first: return its runtime once
-    /// its Secret exists, so the response carries the session key.
-    async fn existing_after_conflict(&self, record: &ConfigMap) -> BackendResult<Runtime> {
-        let name = record.name_any();
-        let existing = self.writer().get_record(&name).await?;
-        self.await_cached(&existing).await;
-        self.view(&existing).ok_or_else(malformed)
+    /// Another replica (or request) created this session's record first. Its creator may die
+    /// before storing the session key (and the sweep removes a record without one), so finish
+    /// the creation now rather than wait for it: what exists already is left alone, and whoever
+    /// stored the key first wins.
+    async fn existing_after_conflict(
+        &self,
+        record: &ConfigMap,
+        spec: &RuntimeSpec,
+    ) -> BackendResult<Runtime> {
+        let existing = self.writer().get_record(&record.name_any()).await?;
+        if existing.metadata.deletion_timestamp.is_some() {
+            self.await_cached(&existing).await;
+            return self.view(&existing).ok_or_else(malformed);
+        }
+        self.complete_creation(&existing, spec).await
+    }
+
+    /// Stores a new session key for a record whose creation was interrupted (or is under way
+    /// elsewhere) and creates what is missing; whoever stores the key first wins, and every
+    /// caller answers with the stored key. A failure removes the runtime, as a failed start does.
+    async fn complete_creation(
+        &self,
+        record: &ConfigMap,
+        spec: &RuntimeSpec,
+    ) -> BackendResult<Runtime> {
+        let runtime_id = runtime_id_of(&record.metadata).unwrap_or_default();
+        tracing::info!(runtime_id, "completing a runtime another start created");
+        let key = ids::new_session_key();
+        let ensured = self.ensure_objects(record, None, Some((&key, &spec.environment)));
+        if let Err(e) = ensured.await {
+            self.roll_back(record, &e).await;
+            return Err(e);
+        }
+        self.await_cached(record).await;
+        self.view(record).ok_or_else(malformed)
     }
 }
 
@@ -277,15 +305,7 @@ impl Backend for KubernetesBackend {
                 self.create_runtime(spec, &session_hash).await
             }
             (StartPlan::CompleteCreation, Some(c)) => {
-                tracing::info!(runtime_id = %c.info.runtime_id, "completing a runtime whose creation was interrupted");
-                let key = ids::new_session_key();
-                let ensured = self.ensure_objects(&c.record, None, Some((&key, &spec.environment)));
-                if let Err(e) = ensured.await {
-                    self.roll_back(&c.record, &e).await;
-                    return Err(e);
-                }
-                self.await_cached(&c.record).await;
-                self.view(&c.record).ok_or_else(malformed)
+                self.complete_creation(&c.record, &spec).await
             }
             (StartPlan::Resume, Some(c)) => self.resume(&c.info.runtime_id).await,
             (StartPlan::CompleteObjects, Some(c)) => {

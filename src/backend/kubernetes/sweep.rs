@@ -1,9 +1,11 @@
-//! The orphan sweep: objects labelled with a runtime id that no record has are deleted, records
-//! whose Secret is gone are removed (the session key cannot be recovered), and records missing
-//! other objects are completed. What to do is a pure function of one snapshot ([`plan`]): sets of
+//! The orphan sweep: objects labelled with a runtime id that no record has are deleted, and so are
+//! pods their record no longer wants (a pause or a resume interrupted between its record update
+//! and its pod deletion leaves a paused runtime's pod, or an earlier generation's, running);
+//! records whose Secret is gone are removed (the session key cannot be recovered), and records
+//! missing other objects are completed. What to do is a pure function of one snapshot ([`plan`]): sets of
 //! names, so a round is O(N) in the number of objects.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +51,8 @@ pub enum RecordAction {
     Repair(usize),
 }
 
-/// One round's work: orphans in the order given, then one action per record that needs one.
+/// One round's work: orphans (objects no record wants) in the order given, then one action per
+/// record that needs one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepPlan {
     pub orphans: Vec<(Kind, String)>,
@@ -72,12 +75,31 @@ pub fn plan(
             .is_some_and(|t| now.duration_since(t.0).unsigned_abs() > grace)
     };
     let known: HashSet<&str> = records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+    // The one pod each readable record wants: none while paused, else its generation's.
+    let wanted_pods: HashMap<String, Option<String>> = records
+        .iter()
+        .filter_map(|r| RecordInfo::parse(r))
+        .map(|i| {
+            let pod = (!i.paused).then(|| pod_name(&i.runtime_id, i.generation));
+            (i.runtime_id, pod)
+        })
+        .collect();
+    let unwanted = |kind: Kind, meta: &ObjectMeta| match runtime_id_of(meta) {
+        None => false,
+        Some(id) if !known.contains(id) => true,
+        Some(id) => {
+            kind == Kind::Pod
+                && wanted_pods
+                    .get(id)
+                    .is_some_and(|wanted| wanted.as_deref() != meta.name.as_deref())
+        }
+    };
     let present: HashSet<(Kind, &str)> =
         objects.iter().filter_map(|(kind, meta)| Some((*kind, meta.name.as_deref()?))).collect();
     let orphans = objects
         .iter()
         .filter(|(_, meta)| meta.deletion_timestamp.is_none() && old_enough(meta))
-        .filter(|(_, meta)| runtime_id_of(meta).is_some_and(|id| !known.contains(id)))
+        .filter(|(kind, meta)| unwanted(*kind, meta))
         .filter_map(|(kind, meta)| Some((*kind, meta.name.clone()?)))
         .collect();
     let mut actions = Vec::new();
@@ -296,6 +318,30 @@ mod tests {
             run(&[record("p", 600, true)], &objects, true).records,
             [RecordAction::Repair(0)]
         );
+    }
+
+    #[test]
+    fn pods_of_a_paused_runtime_or_an_earlier_generation_are_orphans_when_old_enough() {
+        // Paused, but its pod was never deleted (the service died between the two writes).
+        let mut objects = complete("paused", 600, false);
+        // Resumed to generation 2 while generation 1's pod survived (a pause and a resume racing),
+        // and generation 3's pod, young: a resume may be creating it.
+        objects.extend(complete("resumed", 600, false));
+        objects.push((Kind::Pod, object(pod_name("resumed", 2), "resumed", 600)));
+        objects.push((Kind::Pod, object(pod_name("resumed", 3), "resumed", 10)));
+        let mut resumed = record("resumed", 600, false);
+        resumed
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(record::ANNOTATION_GENERATION.into(), "2".into());
+        let plan = run(&[record("paused", 600, true), resumed], &objects, false);
+        assert_eq!(
+            plan.orphans,
+            [(Kind::Pod, pod_name("paused", 1)), (Kind::Pod, pod_name("resumed", 1))]
+        );
+        assert!(plan.records.is_empty(), "{plan:?}");
     }
 
     #[test]
