@@ -8,10 +8,11 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::baggage::BaggageExt;
+use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+use opentelemetry::context::FutureExt;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{KeyValue, global};
+use opentelemetry::{Context, KeyValue, global};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -153,9 +154,10 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let _ = span.set_parent(parent);
-    let response = next.run(req).instrument(span.clone()).await;
+    let caller = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let _ = span.set_parent(caller.clone());
+    // The caller's context stays current while the request runs, for its baggage.
+    let response = next.run(req).with_context(caller).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -164,13 +166,18 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
     response
 }
 
-/// Headers for a call to a runtime's agent server: the current trace (`traceparent`) and the
-/// caller's baggage plus `runtime_id` and `session_id`.
+/// Headers for a call to a runtime's agent server: the current span (`traceparent`) and the
+/// caller's baggage (see [`trace_request`]) plus `runtime_id` and `session_id`.
 pub fn agent_headers(runtime_id: &str, session_id: &str) -> HeaderMap {
-    let cx = tracing::Span::current().context().with_baggage([
-        KeyValue::new("runtime_id", runtime_id.to_string()),
-        KeyValue::new("session_id", session_id.to_string()),
-    ]);
+    let caller = Context::current();
+    let mut baggage: Vec<KeyValueMetadata> = caller
+        .baggage()
+        .iter()
+        .map(|(k, (v, meta))| KeyValueMetadata::new(k.clone(), v.clone(), meta.clone()))
+        .collect();
+    baggage.push(KeyValue::new("runtime_id", runtime_id.to_string()).into());
+    baggage.push(KeyValue::new("session_id", session_id.to_string()).into());
+    let cx = tracing::Span::current().context().with_baggage(baggage);
     let mut headers = HeaderMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
     headers
