@@ -1,6 +1,8 @@
 //! Test harness: runs the real `runtime-api` binary on a loopback port and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
