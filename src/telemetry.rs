@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
-use opentelemetry::context::FutureExt;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, KeyValue, global};
@@ -154,12 +153,13 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
+    // The caller's context (its span and baggage) is the parent: spans under this one, and the
+    // OpenTelemetry context current while they run, carry both.
     let caller = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let _ = span.set_parent(caller.clone());
-    // The caller's context stays current while the request runs, for its baggage.
-    let response = next.run(req).with_context(caller).instrument(span.clone()).await;
+    let _ = span.set_parent(caller);
+    let response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
@@ -167,17 +167,18 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
 }
 
 /// Headers for a call to a runtime's agent server: the current span (`traceparent`) and the
-/// caller's baggage (see [`trace_request`]) plus `runtime_id` and `session_id`.
+/// baggage it inherited from the caller (see [`trace_request`]) plus `runtime_id` and
+/// `session_id`. Call it inside the span of the call (the entered span's context is current).
 pub fn agent_headers(runtime_id: &str, session_id: &str) -> HeaderMap {
-    let caller = Context::current();
-    let mut baggage: Vec<KeyValueMetadata> = caller
+    let current = Context::current();
+    let mut baggage: Vec<KeyValueMetadata> = current
         .baggage()
         .iter()
         .map(|(k, (v, meta))| KeyValueMetadata::new(k.clone(), v.clone(), meta.clone()))
         .collect();
     baggage.push(KeyValue::new("runtime_id", runtime_id.to_string()).into());
     baggage.push(KeyValue::new("session_id", session_id.to_string()).into());
-    let cx = tracing::Span::current().context().with_baggage(baggage);
+    let cx = current.with_baggage(baggage);
     let mut headers = HeaderMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
     headers

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tracing::Instrument;
 use tokio::sync::watch;
 
 use crate::runtime::{Backend, Candidate, Status};
@@ -151,7 +152,12 @@ pub async fn round(
             .map(|c| {
                 let http = http.clone();
                 let id = c.runtime_id.clone();
-                async move { idle_time(http, c).await.map(|d| (id, d)) }
+                let span = tracing::info_span!(
+                    "agent server_info",
+                    otel.kind = "client",
+                    runtime_id = %c.runtime_id,
+                );
+                async move { idle_time(http, c).await.map(|d| (id, d)) }.instrument(span)
             })
             .buffer_unordered(16)
             .filter_map(futures::future::ready)
