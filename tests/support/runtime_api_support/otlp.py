@@ -1,6 +1,7 @@
 """A small OTLP/HTTP trace receiver for the tests: `POST /v1/traces` with a protobuf
-`ExportTraceServiceRequest`, decoded with the official `opentelemetry-proto` package (pinned in
-tests/e2e/requirements.txt). It keeps every span it receives, for the tests to inspect.
+`ExportTraceServiceRequest`, decoded with the official `opentelemetry-proto` package. It keeps
+every span it receives, for the tests to inspect. The package comes with the OpenHands SDK and
+is pinned in tests/e2e/constraints.txt; scripts/python.sh checks that it imports.
 
 Why not the OpenTelemetry Collector: building it from its Go module takes many minutes on the
 2-core machines of this project; the wire format is the part under test, and this decodes it with
