@@ -363,3 +363,35 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_wins_over_log_level_which_details_this_service_only() {
+        assert_eq!(log_filter(Some("warn,kube=debug"), Some(LogLevel::Debug)), "warn,kube=debug");
+        assert_eq!(log_filter(Some(" "), Some(LogLevel::Debug)), "info,runtime_api=debug");
+        assert_eq!(log_filter(None, Some(LogLevel::Warn)), "warn");
+        assert_eq!(log_filter(None, None), "info");
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_an_endpoint_is_set_and_the_sdk_is_on() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert!(!traces_enabled(env(&[])));
+        assert!(!traces_enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")])));
+        assert!(traces_enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])));
+        assert!(traces_enabled(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c/v1")])));
+        assert!(!traces_enabled(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ])));
+        assert!(!traces_enabled(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])));
+    }
+}

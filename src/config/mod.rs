@@ -658,6 +658,12 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_timeouts_are_at_least_a_second() {
+        let lines = load(&["--api-key", "k", "--k8s-query-timeout", "500ms"]).unwrap_err();
+        assert_eq!(lines, ["invalid configuration: K8S_QUERY_TIMEOUT must be at least 1s"]);
+    }
+
+    #[test]
     fn agent_command_needs_a_port_placeholder() {
         let lines =
             load(&["--api-key", "k", "--process-agent-command", "agent-server"]).unwrap_err();

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tracing::Instrument;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::runtime::{Backend, Candidate, Status};
 use crate::telemetry::Metrics;
