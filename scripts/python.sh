@@ -153,7 +153,7 @@ else
     # PROCESS_AGENT_COMMAND) call it `openhands-agent-server`.
     ln -sf agent-server "$VENV/bin/openhands-agent-server"
     "$VENV/bin/python" -m pip check --disable-pip-version-check >&2 || log "WARNING: pip check reported problems"
-    OPENHANDS_SUPPRESS_BANNER=1 LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/python" -c "import openhands.workspace, openhands.agent_server, pytest, httpx" \
+    OPENHANDS_SUPPRESS_BANNER=1 LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/python" -c "import openhands.workspace, openhands.agent_server, pytest, httpx, opentelemetry.proto.collector.trace.v1.trace_service_pb2" \
         || die "venv import check failed"
     echo "$(( $(now) - t0 ))" > "$VENV/.install-seconds"
     touch "$VENV/.complete"

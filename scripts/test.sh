@@ -42,7 +42,7 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "Rust: build, unit tests, API tests over a real socket, process-backend fault rounds"
 cargo build --locked --all-targets
-cargo test --locked --lib --bins --test api --test faults
+cargo test --locked --lib --bins --test api --test faults --test parity
 
 step "Waiting for the Go binaries and the images (started in the background)"
 wait $PREBUILD_CLUSTER || echo "the background cluster build failed (see ~/.cache/runtime-api/prebuild-cluster.log); up retries it" >&2

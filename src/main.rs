@@ -1,4 +1,4 @@
-//! `runtime-api`: parse the configuration, set up logging, run the server.
+//! `runtime-api`: parse the configuration, set up logs and traces, run the server.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,12 @@ use runtime_api::{server, telemetry};
 
 fn main() -> ExitCode {
     let config = match Config::load(std::env::args_os()) {
-        Ok(config) => config,
+        Ok((config, warnings)) => {
+            for line in warnings {
+                eprintln!("runtime-api: warning: {line}");
+            }
+            config
+        }
         Err(LoadError::Display(help)) => help.exit(),
         Err(LoadError::Invalid(lines)) => {
             for line in lines {
@@ -16,7 +21,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(config.http.log_format);
+    // kube, reqwest and the trace exporter use rustls; pick its crypto provider first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tracing = telemetry::init_tracing(config.http.log_format, config.http.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,7 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    let result = runtime.block_on(server::run(config));
+    // Outside the async runtime: the exporter's blocking HTTP client flushes the last spans.
+    drop(runtime);
+    tracing.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runtime-api: {e}");

@@ -1,14 +1,32 @@
-//! Logs and metrics: tracing set-up (text or JSON) and the Prometheus registry behind `/metrics`.
+//! Logs, traces and metrics: tracing set-up (text or JSON logs; OpenTelemetry spans exported
+//! over OTLP when the standard `OTEL_*` variables ask for it), W3C trace context and baggage in
+//! and out, and the Prometheus registry behind `/metrics`.
 
 use std::sync::Arc;
 
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, KeyValue, global};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::runtime::Status;
 
@@ -19,14 +37,151 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG` filters; the default is `info`.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+/// The original service's LOG_LEVEL: how much this service says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The log filter: RUST_LOG when set, else LOG_LEVEL (more detail is asked of this service
+/// only, not of its libraries), else `info`.
+pub fn log_filter(rust_log: Option<&str>, level: Option<LogLevel>) -> String {
+    if let Some(filter) = rust_log.filter(|f| !f.trim().is_empty()) {
+        return filter.to_string();
     }
+    match level.unwrap_or(LogLevel::Info) {
+        LogLevel::Error => "error".into(),
+        LogLevel::Warn => "warn".into(),
+        LogLevel::Info => "info".into(),
+        LogLevel::Debug => "info,runtime_api=debug".into(),
+        LogLevel::Trace => "info,runtime_api=trace".into(),
+    }
+}
+
+/// Spans exported over OTLP: this service's own at `info` and the Kubernetes client's one span
+/// per request (kube emits it at `debug`). OpenTelemetry's own logs are never turned into spans.
+const TRACE_FILTER: &str = "info,kube_client=debug,opentelemetry=off,opentelemetry_sdk=off,\
+    opentelemetry_otlp=off,opentelemetry_http=off";
+
+/// Whether the standard variables ask for traces: an OTLP endpoint is set and the SDK is not
+/// disabled (`OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER=none`).
+pub fn traces_enabled(env: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) && !disabled
+}
+
+/// The tracer provider; [`Tracing::shutdown`] flushes the spans still queued.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+}
+
+impl Tracing {
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("runtime-api: could not flush traces: {e}");
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (logs, and spans for OpenTelemetry) and the W3C
+/// propagators. Spans always carry trace ids, so the caller's trace reaches agent servers even
+/// when nothing is exported; they are exported over OTLP/HTTP (protobuf) when
+/// [`traces_enabled`]. The exporter, sampler and resource read the standard `OTEL_*`
+/// variables; the service name defaults to `runtime-api`. Call outside the async runtime.
+pub fn init_tracing(format: LogFormat, level: Option<LogLevel>) -> Tracing {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = EnvFilter::try_new(log_filter(rust_log.as_deref(), level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("runtime-api");
+    }
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    let mut exporter_error = None;
+    if traces_enabled(|name| std::env::var(name).ok()) {
+        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
+            Err(e) => exporter_error = Some(e),
+        }
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("runtime-api");
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(EnvFilter::new(TRACE_FILTER));
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
+    if let Some(e) = exporter_error {
+        tracing::error!(error = %e, "traces are not exported: cannot build the OTLP exporter");
+    }
+    Tracing { provider }
+}
+
+/// Public endpoints probed by orchestrators and scrapers: no span (they would drown the rest).
+const UNTRACED: [&str; 4] = ["/health", "/livez", "/readyz", "/metrics"];
+
+/// A server span per API request, continuing the caller's trace (`traceparent`) and carrying its
+/// `baggage` to every call made on its behalf.
+pub async fn trace_request(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    if route.as_deref().is_some_and(|r| UNTRACED.contains(&r)) {
+        return next.run(req).await;
+    }
+    let route = route.unwrap_or_else(|| "other".into());
+    let method = req.method().as_str().to_string();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    // The caller's context (its span and baggage) is the parent: spans under this one, and the
+    // OpenTelemetry context current while they run, carry both.
+    let caller = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let _ = span.set_parent(caller);
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}
+
+/// Headers for a call to a runtime's agent server: the current span (`traceparent`) and the
+/// baggage it inherited from the caller (see [`trace_request`]) plus `runtime_id` and
+/// `session_id`. Call it inside the span of the call (the entered span's context is current).
+pub fn agent_headers(runtime_id: &str, session_id: &str) -> HeaderMap {
+    let current = Context::current();
+    let mut baggage: Vec<KeyValueMetadata> = current
+        .baggage()
+        .iter()
+        .map(|(k, (v, meta))| KeyValueMetadata::new(k.clone(), v.clone(), meta.clone()))
+        .collect();
+    baggage.push(KeyValue::new("runtime_id", runtime_id.to_string()).into());
+    baggage.push(KeyValue::new("session_id", session_id.to_string()).into());
+    let cx = current.with_baggage(baggage);
+    let mut headers = HeaderMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
+    headers
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -206,5 +361,37 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_wins_over_log_level_which_details_this_service_only() {
+        assert_eq!(log_filter(Some("warn,kube=debug"), Some(LogLevel::Debug)), "warn,kube=debug");
+        assert_eq!(log_filter(Some(" "), Some(LogLevel::Debug)), "info,runtime_api=debug");
+        assert_eq!(log_filter(None, Some(LogLevel::Warn)), "warn");
+        assert_eq!(log_filter(None, None), "info");
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_an_endpoint_is_set_and_the_sdk_is_on() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert!(!traces_enabled(env(&[])));
+        assert!(!traces_enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")])));
+        assert!(traces_enabled(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])));
+        assert!(traces_enabled(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c/v1")])));
+        assert!(!traces_enabled(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ])));
+        assert!(!traces_enabled(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])));
     }
 }

@@ -1034,3 +1034,72 @@ async fn a_restarted_service_never_answers_from_incomplete_caches() {
     }
     eprintln!("answers seen after the restart: {answers:?}");
 }
+
+/// Tracing on the Kubernetes backend: the caller's trace continues through `/start` and every
+/// API-server request it makes (kube's client spans), exported to a real OTLP/HTTP receiver; and
+/// batch conversations there: a paused runtime gives `[]` and stays paused.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn kubernetes_calls_are_spans_of_the_callers_trace_and_batch_conversations_never_wake() {
+    const TRACE_ID: &str = "5b8efff798038103d269b633813fc60c";
+    let receiver = common::otlp::Receiver::start().await;
+    let ns = TestNamespace::new("tracing").await;
+    let state = StateDir::new();
+    let svc = ns
+        .service(
+            &state,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+        )
+        .await;
+    let start = svc
+        .request(reqwest::Method::POST, "/start")
+        .header("traceparent", format!("00-{TRACE_ID}-eee19b7ec3c1b174-01"))
+        .json(&json!({"image": "ghcr.io/openhands/agent-server:1.58.2-python", "session_id": "traced-1"}));
+    let (code, started) = Service::send(start).await;
+    assert_eq!(code, 200, "{started}");
+    let id = id_of(&started);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (server, kube_calls) = loop {
+        let spans: Vec<_> =
+            receiver.spans().into_iter().filter(|s| s.trace_id == TRACE_ID).collect();
+        let server = spans.iter().find(|s| s.name == "POST /start").cloned();
+        let kube: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == common::otlp::SpanKind::Client && s.name == "create")
+            .cloned()
+            .collect();
+        // The record, Secret, Pod, Service, Ingress and NetworkPolicy.
+        if let Some(server) = server.filter(|_| kube.len() >= 6) {
+            break (server, kube);
+        }
+        assert!(Instant::now() < deadline, "spans of the trace so far: {spans:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(server.parent_span_id, "eee19b7ec3c1b174", "{server:?}");
+    assert!(kube_calls.iter().all(|s| !s.parent_span_id.is_empty()), "{kube_calls:?}");
+
+    // Batch conversations on this backend: paused and unknown runtimes are [] and stay as they are.
+    svc.wait_running(&id).await;
+    let (code, _) = svc.post("/pause", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+    let (code, answer) = svc
+        .post(
+            "/sessions/batch-conversations",
+            json!({"sandboxes": {
+                &id: {"session_id": "traced-1", "conversation_ids": ["c1"]},
+                "0123456789abcdef0123456789abcdef": {"session_id": "nobody", "conversation_ids": ["c1"]},
+            }}),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer, json!({&id: [], "0123456789abcdef0123456789abcdef": []}));
+    assert!(ns.pods_of(&id).await.is_empty(), "asking woke the paused runtime");
+    let (_, view) = svc.get(&format!("/runtime/{id}")).await;
+    assert_eq!(view["status"], "paused");
+    let (code, _) = svc.post("/stop", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+}

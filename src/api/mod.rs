@@ -1,6 +1,7 @@
 //! The HTTP face of the service: routes, authentication, metrics middleware. It speaks only the
 //! runtime domain (`crate::runtime`) and knows nothing of where runtimes run.
 
+mod conversations;
 pub mod error;
 mod handlers;
 pub mod openapi;
@@ -81,6 +82,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/list", get(handlers::list))
         .route("/runtime/{runtime_id}", get(handlers::get_runtime))
         .route("/sessions/batch", get(handlers::sessions_batch))
+        .route("/sessions/batch-conversations", post(conversations::batch_conversations))
         .route("/sessions/{session_id}", get(handlers::get_session))
         .route_layer(middleware::from_fn_with_state(state.clone(), await_complete_reads));
     let protected = Router::new()
@@ -104,6 +106,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(limit_request_head))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn(crate::telemetry::trace_request))
         .with_state(state)
 }
 
@@ -174,7 +177,7 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Route templates of the API: the only values the `route` label takes besides `other`.
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
     "/start",
     "/stop",
     "/pause",
@@ -182,6 +185,7 @@ pub const ROUTES: [&str; 17] = [
     "/list",
     "/runtime/{runtime_id}",
     "/sessions/batch",
+    "/sessions/batch-conversations",
     "/sessions/{session_id}",
     "/registry_prefix",
     "/image_exists",

@@ -12,7 +12,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::handlers;
+use super::{conversations, handlers};
 
 /// Name of the `X-API-Key` security scheme in the document (also spelled out in `security`).
 pub const API_KEY_SCHEME: &str = "api_key";
@@ -26,7 +26,8 @@ pub const API_KEY_SCHEME: &str = "api_key";
     ),
     paths(
         handlers::start, handlers::stop, handlers::pause, handlers::resume, handlers::list,
-        handlers::get_runtime, handlers::sessions_batch, handlers::get_session,
+        handlers::get_runtime, handlers::sessions_batch, conversations::batch_conversations,
+        handlers::get_session,
         handlers::registry_prefix, handlers::image_exists, handlers::build, handlers::build_status,
         handlers::health, handlers::livez, handlers::readyz, handlers::metrics, openapi_json,
     ),

@@ -1,22 +1,26 @@
 //! Settings, from environment variables (the original service's names and defaults) or the same
 //! settings as command-line flags, in groups: HTTP, sandboxes (both backends), Kubernetes, process,
 //! maintenance. Parsing is typed (clap, with [`parse`] for lists, maps and quantities); one
-//! validation pass then reports every inconsistent setting, one line each.
+//! validation pass then reports every inconsistent setting, one line each. The original Go
+//! service's settings are accepted under their own names too ([`original`]).
 
+pub mod original;
 pub mod parse;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use self::parse::{List, Map, Tolerations};
 use crate::maintenance::FailedAction;
 use crate::runtime::env::SandboxPorts;
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, LogLevel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
@@ -80,6 +84,8 @@ pub struct Config {
     pub process: ProcessConfig,
     #[command(flatten)]
     pub maintenance: MaintenanceConfig,
+    #[command(flatten)]
+    pub original: original::OriginalConfig,
 }
 
 /// The HTTP API itself.
@@ -114,9 +120,14 @@ pub struct HttpConfig {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
     pub shutdown_timeout_seconds: u64,
 
-    /// Log format: `text` or `json`. Filter with RUST_LOG (default `info`).
+    /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Log level of this service: `error`, `warn`, `info`, `debug` or `trace` (the original
+    /// service's setting). RUST_LOG, when set, takes precedence [default: info].
+    #[arg(long, env = "LOG_LEVEL", value_enum, ignore_case = true)]
+    pub log_level: Option<LogLevel>,
 }
 
 /// What every sandbox gets, whatever the backend.
@@ -249,10 +260,24 @@ pub struct KubernetesConfig {
     #[arg(long, env = "INSECURE_REGISTRIES", default_value = "", value_parser = parse::list)]
     pub insecure_registries: List,
 
-    /// Secret with a CA bundle under key `ca.crt`, mounted into sandboxes and used through
-    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS.
+    /// Secret with a CA bundle (under CA_CERT_SECRET_KEY), mounted into sandboxes and used
+    /// through SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS.
     #[arg(long, env = "CA_CERT_SECRET")]
     pub ca_cert_secret: Option<String>,
+
+    /// Key of the CA bundle in that Secret [default: `ca.crt`; `ca-certificates.crt`, the
+    /// original service's default, when the Secret is named by CA_CERT_SECRET_NAME].
+    #[arg(long, env = "CA_CERT_SECRET_KEY")]
+    pub ca_cert_secret_key: Option<String>,
+
+    /// Longest wait for one Kubernetes write (create, patch, delete), as a Go duration.
+    #[arg(long, env = "K8S_OPERATION_TIMEOUT", default_value = "60s", value_parser = parse::go_duration)]
+    pub k8s_operation_timeout: Duration,
+
+    /// Longest wait for one Kubernetes read that the watch-fed cache cannot answer (get, list),
+    /// as a Go duration.
+    #[arg(long, env = "K8S_QUERY_TIMEOUT", default_value = "10s", value_parser = parse::go_duration)]
+    pub k8s_query_timeout: Duration,
 
     /// Size of a PersistentVolumeClaim per runtime at its working directory (e.g. `10Gi`;
     /// unset: no volume). Kept across pause/resume, deleted on stop.
@@ -375,26 +400,38 @@ pub enum LoadError {
 
 impl Config {
     /// Parses flags and environment, then validates: the one way to get a [`Config`] at start-up.
-    pub fn load<I, T>(args: I) -> Result<Config, LoadError>
+    /// Also returns the warnings to print (original settings that are ignored here).
+    pub fn load<I, T>(args: I) -> Result<(Config, Vec<String>), LoadError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let config = Config::from_args(args).map_err(|e| match e.kind() {
+        let (config, warnings) = Config::with_warnings(args).map_err(|e| match e.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => LoadError::Display(e),
             _ => LoadError::Invalid(vec![clap_line(&e)]),
         })?;
         let problems = config.problems();
-        if problems.is_empty() { Ok(config) } else { Err(LoadError::Invalid(problems)) }
+        if problems.is_empty() { Ok((config, warnings)) } else { Err(LoadError::Invalid(problems)) }
     }
 
-    /// Parses flags and environment (no validation beyond the types).
+    /// Parses flags and environment (no validation beyond the types), with the original
+    /// service's names applied where ours are not set.
     pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let mut config = Config::try_parse_from(args)?;
+        Ok(Config::with_warnings(args)?.0)
+    }
+
+    /// [`Config::from_args`], plus one warning line per original setting that is ignored here.
+    pub fn with_warnings<I, T>(args: I) -> Result<(Config, Vec<String>), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Config::command().try_get_matches_from(args)?;
+        let mut config = Config::from_arg_matches(&matches)?;
         // An optional setting given as an empty string (common in manifests and charts) is unset.
         let k = &mut config.kubernetes;
         for value in [
@@ -402,6 +439,9 @@ impl Config {
             &mut config.sandbox.app_server_public_url,
             &mut k.ingress_tls_secret,
             &mut k.ca_cert_secret,
+            &mut k.ca_cert_secret_key,
+            &mut config.original.ca_cert_secret_name,
+            &mut config.original.dd_agent_host,
             &mut k.workspace_storage_size,
             &mut k.workspace_storage_class,
             &mut config.maintenance.pod_name,
@@ -413,7 +453,12 @@ impl Config {
         if config.process.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             config.process.state_dir = None;
         }
-        Ok(config)
+        // Ours is set when it did not come from its default.
+        let ours_set = |id: &str| {
+            matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue)
+        };
+        let warnings = config.apply_original_names(ours_set);
+        Ok((config, warnings))
     }
 
     /// Every inconsistent setting, one line each (empty: the configuration is usable).
@@ -476,6 +521,14 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             bad("MAX_BODY_BYTES must be at least 1024".into());
         }
+        for (name, timeout) in [
+            ("K8S_OPERATION_TIMEOUT", k.k8s_operation_timeout),
+            ("K8S_QUERY_TIMEOUT", k.k8s_query_timeout),
+        ] {
+            if timeout < Duration::from_secs(1) {
+                bad(format!("{name} must be at least 1s"));
+            }
+        }
         out
     }
 }
@@ -522,12 +575,12 @@ mod tests {
     }
 
     fn load(args: &[&str]) -> Result<Config, Vec<String>> {
-        Config::load(std::iter::once("runtime-api").chain(args.iter().copied())).map_err(
-            |e| match e {
+        Config::load(std::iter::once("runtime-api").chain(args.iter().copied()))
+            .map(|(config, _)| config)
+            .map_err(|e| match e {
                 LoadError::Invalid(lines) => lines,
                 LoadError::Display(e) => panic!("{e}"),
-            },
-        )
+            })
     }
 
     #[test]
@@ -612,6 +665,12 @@ mod tests {
     fn empty_optional_settings_are_unset() {
         let c = parse(&["--api-key", "k", "--app-server-url", "", "--ca-cert-secret", " "]);
         assert_eq!((c.sandbox.app_server_url, c.kubernetes.ca_cert_secret), (None, None));
+    }
+
+    #[test]
+    fn kubernetes_timeouts_are_at_least_a_second() {
+        let lines = load(&["--api-key", "k", "--k8s-query-timeout", "500ms"]).unwrap_err();
+        assert_eq!(lines, ["invalid configuration: K8S_QUERY_TIMEOUT must be at least 1s"]);
     }
 
     #[test]

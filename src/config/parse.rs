@@ -1,8 +1,10 @@
 //! Parsers for the settings that are not plain strings or numbers: comma lists, `key=value`
-//! maps, and Kubernetes CPU and memory quantities. Used as clap value parsers, so a bad value is
+//! maps, Kubernetes CPU and memory quantities, and the original service's Go durations and
+//! booleans. Used as clap value parsers, so a bad value is
 //! reported at start-up, naming its variable, and the rest of the service only sees typed values.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A comma list: `a,b , c` -> `["a", "b", "c"]` (empty entries dropped).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +104,25 @@ pub fn bytes(s: &str) -> Result<u64, String> {
     positive(value, s)
 }
 
+/// A Go duration (`30s`, `15m`, `1h30m`, `1.5h`, `300ms`), as the original service's duration
+/// settings are written; negative durations are refused.
+pub fn go_duration(s: &str) -> Result<Duration, String> {
+    let nanos = go_parse_duration::parse_duration(s.trim())
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 30s, 15m, 1h30m)"))?;
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| format!("duration {s:?} must not be negative"))
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it (`1`, `t`, `true`, `TRUE`, `0`, `f`, ...).
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("invalid boolean {other:?} (expected true or false)")),
+    }
+}
+
 fn positive(value: f64, original: &str) -> Result<u64, String> {
     if value.is_finite() && value > 0.0 {
         Ok(value.round() as u64)
@@ -161,5 +182,20 @@ mod tests {
         assert_eq!(bytes("1G"), Ok(1_000_000_000));
         assert_eq!(bytes("1000"), Ok(1000));
         assert!(bytes("2Zi").is_err());
+    }
+
+    #[test]
+    fn go_durations_and_booleans() {
+        assert_eq!(go_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(go_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert!(go_duration("30").is_err(), "Go requires a unit");
+        assert!(go_duration("-1s").is_err());
+        assert!(go_duration("soon").is_err());
+        assert_eq!(go_bool("TRUE"), Ok(true));
+        assert_eq!(go_bool("f"), Ok(false));
+        assert!(go_bool("yes").is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::runtime::{Backend, Candidate, Status};
 use crate::telemetry::Metrics;
@@ -77,13 +78,12 @@ pub fn decide(
 }
 
 /// Asks an agent server how long it has been idle (`GET /server_info` -> `idle_time` seconds).
-async fn idle_time(
-    http: reqwest::Client,
-    agent_url: Option<String>,
-    session_key: String,
-) -> Option<Duration> {
-    let url = format!("{}/server_info", agent_url?.trim_end_matches('/'));
-    let resp = http.get(url).header("X-Session-API-Key", session_key).send().await.ok()?;
+/// The call carries the trace context and `runtime_id`/`session_id` baggage.
+async fn idle_time(http: reqwest::Client, c: Candidate) -> Option<Duration> {
+    let url = format!("{}/server_info", c.agent_url?.trim_end_matches('/'));
+    let headers = crate::telemetry::agent_headers(&c.runtime_id, &c.session_id);
+    let request = http.get(url).headers(headers).header("X-Session-API-Key", c.session_api_key);
+    let resp = request.send().await.ok()?;
     let info: serde_json::Value = resp.error_for_status().ok()?.json().await.ok()?;
     let seconds = info.get("idle_time")?.as_f64()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
@@ -146,15 +146,18 @@ pub async fn round(
     let idle: HashMap<String, Duration> = if settings.idle.is_zero() {
         HashMap::new()
     } else {
-        let running: Vec<(String, Option<String>, String)> = candidates
-            .iter()
-            .filter(|c| c.status == Status::Running)
-            .map(|c| (c.runtime_id.clone(), c.agent_url.clone(), c.session_api_key.clone()))
-            .collect();
+        let running: Vec<Candidate> =
+            candidates.iter().filter(|c| c.status == Status::Running).cloned().collect();
         futures::stream::iter(running)
-            .map(|(id, url, key)| {
+            .map(|c| {
                 let http = http.clone();
-                async move { idle_time(http, url, key).await.map(|d| (id, d)) }
+                let id = c.runtime_id.clone();
+                let span = tracing::info_span!(
+                    "agent server_info",
+                    otel.kind = "client",
+                    runtime_id = %c.runtime_id,
+                );
+                async move { idle_time(http, c).await.map(|d| (id, d)) }.instrument(span)
             })
             .buffer_unordered(16)
             .filter_map(futures::future::ready)

@@ -113,6 +113,16 @@ impl Candidate {
     }
 }
 
+/// Where this service reaches a running runtime's agent server, and the key it answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    pub runtime_id: String,
+    pub session_id: String,
+    /// Base URL of the agent server as seen from this service.
+    pub url: String,
+    pub session_api_key: String,
+}
+
 /// What an orphan sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -156,6 +166,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Objects held in memory by kind, for the cache-size metric.
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         Vec::new()
+    }
+    /// The agent server of a running runtime; `None` for an unknown runtime or one in any other
+    /// state (asking never wakes a paused runtime). By default the runtime's own `url`, which
+    /// is where this service reaches it on a single machine.
+    async fn agent_endpoint(&self, runtime_id: &str) -> BackendResult<Option<AgentEndpoint>> {
+        Ok(self.get(runtime_id).await?.filter(|r| r.status == Status::Running).map(|r| {
+            AgentEndpoint {
+                runtime_id: r.runtime_id,
+                session_id: r.session_id,
+                url: r.url,
+                session_api_key: r.session_api_key,
+            }
+        }))
     }
     /// Every runtime, for maintenance decisions.
     async fn candidates(&self) -> BackendResult<Vec<Candidate>>;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod otlp;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -278,6 +278,10 @@ config:
   imagePullSecrets: [regcred]
   insecureRegistries: registry.local:5000
   caCertSecret: corporate-ca
+  caCertSecretKey: bundle.pem
+  k8sOperationTimeout: 2m
+  k8sQueryTimeout: 15s
+  logLevel: debug
   workspaceStorageSize: 10Gi
   workspaceStorageClass: standard
   sandboxPodLabels: {team: agents}
@@ -298,8 +302,8 @@ else
   check "every option on: dry-run apply (without the ServiceMonitor)" dry_run "$CHART_NS" "$TMP/all-nosm.yaml"
 fi
 check "every option on: config rendered as the service reads it (lists, maps, whole numbers, booleans)" equals \
-  "gvisor,sysbox-runc|pool=sandboxes,zone=a|a.example/b=c,nginx.ingress.kubernetes.io/proxy-read-timeout=3600|team=agents|2097152|true|9090|path|http://openhands.openhands.svc.cluster.local:3000|10Gi|registry.local:5000|regcred" \
-  field configmap.yaml '{.data.RUNTIME_CLASSES}|{.data.SANDBOX_NODE_SELECTOR}|{.data.INGRESS_ANNOTATIONS}|{.data.SANDBOX_POD_LABELS}|{.data.MAX_BODY_BYTES}|{.data.ROTATE_SESSION_KEY_ON_RESUME}|{.data.SERVER_PORT}|{.data.ROUTING_MODE}|{.data.APP_SERVER_URL}|{.data.WORKSPACE_STORAGE_SIZE}|{.data.INSECURE_REGISTRIES}|{.data.IMAGE_PULL_SECRETS}' \
+  "gvisor,sysbox-runc|pool=sandboxes,zone=a|a.example/b=c,nginx.ingress.kubernetes.io/proxy-read-timeout=3600|team=agents|2097152|true|9090|path|http://openhands.openhands.svc.cluster.local:3000|10Gi|registry.local:5000|regcred|bundle.pem|2m|15s|debug" \
+  field configmap.yaml '{.data.RUNTIME_CLASSES}|{.data.SANDBOX_NODE_SELECTOR}|{.data.INGRESS_ANNOTATIONS}|{.data.SANDBOX_POD_LABELS}|{.data.MAX_BODY_BYTES}|{.data.ROTATE_SESSION_KEY_ON_RESUME}|{.data.SERVER_PORT}|{.data.ROUTING_MODE}|{.data.APP_SERVER_URL}|{.data.WORKSPACE_STORAGE_SIZE}|{.data.INSECURE_REGISTRIES}|{.data.IMAGE_PULL_SECRETS}|{.data.CA_CERT_SECRET_KEY}|{.data.K8S_OPERATION_TIMEOUT}|{.data.K8S_QUERY_TIMEOUT}|{.data.LOG_LEVEL}' \
   -f "$TMP/all.yaml"
 check "every option on: container port follows config.serverPort, API key from existingSecret, image by digest" equals \
   "9090 openhands-runtime-api/key ghcr.io/openhands/runtime-api@sha256:0000000000000000000000000000000000000000000000000000000000000000 3" \
@@ -327,20 +331,21 @@ unknown_key_fails() {
   grep -q 'config.noSuchSetting is not a setting of the runtime API' <<<"$out" || { echo "$out"; return 1; }
 }
 check "an unknown config key fails the render with a clear message" unknown_key_fails
-# Drift guard: every setting the service reads (src/config/) is under `config:` of the chart.
-# It fails when it finds no setting at all (it once read a file that had moved, and passed).
+# Drift guard: every setting of the service (src/config/mod.rs) is under `config:` of the chart
+# (the original service's names, src/config/original.rs, are reachable through extraEnv). It
+# fails when it finds too few settings (it once read a file that had moved, and passed).
 settings_covered() {
   local names missing=() e wanted
   names=$(sed -n '/define "runtime-api.configEnvNames"/,/^{{- end }}/p' "$CHART/templates/_helpers.tpl" | awk 'NF == 2 { print $2 }')
-  wanted=$(grep -rhoE 'env = "[A-Z0-9_]+"' src/config | cut -d'"' -f2 | sort -u)
-  (($(wc -l <<<"$wanted") >= 40)) || { echo "found only $(wc -l <<<"$wanted") settings in src/config: $wanted"; return 1; }
+  wanted=$(grep -oE 'env = "[A-Z0-9_]+"' src/config/mod.rs | cut -d'"' -f2 | sort -u)
+  (($(wc -l <<<"$wanted") >= 40)) || { echo "found only $(wc -l <<<"$wanted") settings in src/config/mod.rs: $wanted"; return 1; }
   for e in $wanted; do
     case $e in API_KEY | POD_NAME) continue ;; esac   # from the Secret / the downward API
     grep -qx "$e" <<<"$names" || missing+=("$e")
   done
   none "not in the chart's config" "${missing[@]}"
 }
-check "the chart's config covers every setting of src/config/ (API_KEY, POD_NAME set by the Deployment)" settings_covered
+check "the chart's config covers every setting of src/config/mod.rs (API_KEY, POD_NAME set by the Deployment)" settings_covered
 no_empty_settings() {
   local out; out=$(field configmap.yaml '{.data}')
   if grep -Eo '"(APP_SERVER_URL|APP_SERVER_PUBLIC_URL|INGRESS_TLS_SECRET|INGRESS_ANNOTATIONS|WORKSPACE_STORAGE_SIZE|RUNTIME_CLASSES|CA_CERT_SECRET|STATE_DIR|PROCESS_AGENT_COMMAND|NAMESPACE)"' <<<"$out"; then return 1; fi

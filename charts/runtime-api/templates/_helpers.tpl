@@ -103,6 +103,7 @@ rotateSessionKeyOnResume: ROTATE_SESSION_KEY_ON_RESUME
 maxBodyBytes: MAX_BODY_BYTES
 shutdownTimeoutSeconds: SHUTDOWN_TIMEOUT_SECONDS
 logFormat: LOG_FORMAT
+logLevel: LOG_LEVEL
 rustLog: RUST_LOG
 stateDir: STATE_DIR
 processAgentCommand: PROCESS_AGENT_COMMAND
@@ -121,6 +122,9 @@ privilegedRuntimeClasses: PRIVILEGED_RUNTIME_CLASSES
 imagePullSecrets: IMAGE_PULL_SECRETS
 insecureRegistries: INSECURE_REGISTRIES
 caCertSecret: CA_CERT_SECRET
+caCertSecretKey: CA_CERT_SECRET_KEY
+k8sOperationTimeout: K8S_OPERATION_TIMEOUT
+k8sQueryTimeout: K8S_QUERY_TIMEOUT
 workspaceStorageSize: WORKSPACE_STORAGE_SIZE
 workspaceStorageClass: WORKSPACE_STORAGE_CLASS
 sandboxPodLabels: SANDBOX_POD_LABELS

@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::KubernetesBackend;
 use super::manifests::{self, Identity};
 use super::record::{
     self, ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT,
@@ -22,12 +21,13 @@ use super::record::{
 use super::status;
 use super::store;
 use super::writes::{Created, Writer};
+use super::{KubeSettings, KubernetesBackend};
 use crate::registry::{self, Credentials, docker_config_credentials};
 use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
 use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
-    Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
-    Runtime, RuntimeSpec, Status, SweepReport, ids,
+    AgentEndpoint, Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter,
+    PodStatus, Readiness, Runtime, RuntimeSpec, Status, SweepReport, ids,
 };
 
 /// How long a write waits for the cache to show it before answering anyway.
@@ -470,6 +470,18 @@ impl Backend for KubernetesBackend {
         self.inner.store.sizes().to_vec()
     }
 
+    /// Through the runtime's Service, inside the cluster (sandbox URLs may not be reachable
+    /// from here, and need not be).
+    async fn agent_endpoint(&self, runtime_id: &str) -> BackendResult<Option<AgentEndpoint>> {
+        let running = self.get(runtime_id).await?.filter(|r| r.status == Status::Running);
+        Ok(running.map(|r| AgentEndpoint {
+            url: agent_url(&self.inner.settings, &r.runtime_id),
+            runtime_id: r.runtime_id,
+            session_id: r.session_id,
+            session_api_key: r.session_api_key,
+        }))
+    }
+
     async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
         let s = &self.inner.settings;
         let now = jiff::Timestamp::now();
@@ -481,13 +493,7 @@ impl Backend for KubernetesBackend {
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .filter_map(|r| {
                 let info = RecordInfo::parse(r)?;
-                // Reached through the runtime's Service, inside the cluster.
-                let agent_url = format!(
-                    "http://{}.{}.svc:{}",
-                    object_name(&info.runtime_id),
-                    s.namespace,
-                    s.ports.agent
-                );
+                let agent_url = agent_url(s, &info.runtime_id);
                 let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
                 Some(Candidate::from_view(self.view(r)?, paused_for, agent_url))
             })
@@ -498,4 +504,9 @@ impl Backend for KubernetesBackend {
     async fn sweep(&self) -> BackendResult<SweepReport> {
         self.sweep_once().await
     }
+}
+
+/// The agent server of a runtime, through its Service, inside the cluster.
+fn agent_url(s: &KubeSettings, runtime_id: &str) -> String {
+    format!("http://{}.{}.svc:{}", object_name(runtime_id), s.namespace, s.ports.agent)
 }

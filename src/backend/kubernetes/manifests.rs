@@ -246,7 +246,7 @@ pub fn pod(
             secret: Some(SecretVolumeSource {
                 secret_name: Some(ca.clone()),
                 items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                    key: "ca.crt".into(),
+                    key: s.ca_cert_secret_key.clone(),
                     path: "ca.crt".into(),
                     mode: None,
                 }]),
@@ -572,13 +572,12 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::runtime::PullPolicy;
-    use clap::Parser;
 
     fn settings(extra: &[&str]) -> KubeSettings {
         let args = ["runtime-api", "--api-key", "k", "--namespace", "sandboxes"]
             .iter()
             .chain(extra.iter());
-        KubeSettings::from_config(&Config::parse_from(args))
+        KubeSettings::from_config(&Config::from_args(args).unwrap())
     }
 
     fn spec() -> RuntimeSpec {
@@ -923,5 +922,32 @@ mod tests {
         let env = c.env.as_ref().unwrap();
         assert!(env.iter().any(|e| e.name == "SSL_CERT_FILE"
             && e.value.as_deref() == Some("/etc/runtime-api/ca/ca.crt")));
+    }
+
+    /// The original service's names, set alone, reach the objects (see `config::original`).
+    #[test]
+    fn original_names_reach_the_pod_and_the_ingress() {
+        let s = settings(&[
+            "--sandbox-ingress-annotations",
+            "cert-manager.io/cluster-issuer=letsencrypt,nginx.ingress.kubernetes.io/proxy-body-size=0",
+            "--ca-cert-secret-name",
+            "corp-ca",
+            "--image-pull-secrets",
+            "regcred,mirror",
+        ]);
+        let ing = ingress(&s, &identity()).unwrap();
+        let annotations = ing.metadata.annotations.unwrap();
+        assert_eq!(annotations["cert-manager.io/cluster-issuer"], "letsencrypt");
+        assert_eq!(annotations["nginx.ingress.kubernetes.io/proxy-body-size"], "0");
+        let ps = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z").spec.unwrap();
+        let pull: Vec<_> = ps.image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(pull, ["regcred", "mirror"]);
+        let secret = ps.volumes.unwrap()[0].secret.clone().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("corp-ca"));
+        let item = &secret.items.unwrap()[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("ca-certificates.crt", "ca.crt"));
+        let s = settings(&["--ca-cert-secret-name", "corp-ca", "--ca-cert-secret-key", "x.pem"]);
+        let ps = pod(&s, &identity(), &spec(), None, 1, "2026-01-01T00:00:00Z").spec.unwrap();
+        assert_eq!(ps.volumes.unwrap()[0].secret.clone().unwrap().items.unwrap()[0].key, "x.pem");
     }
 }

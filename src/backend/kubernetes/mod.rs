@@ -71,7 +71,8 @@ impl KubernetesBackend {
             BackendError::internal(message).with_source(e)
         })?;
         let store = Store::start(client.clone(), &settings.namespace, metrics.clone());
-        let writer = Writer::new(client.clone(), &settings.namespace, metrics, identity);
+        let writer =
+            Writer::new(client.clone(), &settings.namespace, metrics, identity, settings.timeouts);
         let session_locks = KeyedLocks::default();
         Ok(KubernetesBackend {
             inner: Arc::new(Inner { settings, client, store, writer, registry, session_locks }),

@@ -31,6 +31,8 @@ pub struct KubeSettings {
     pub image_pull_secrets: Vec<String>,
     pub insecure_registries: Vec<String>,
     pub ca_cert_secret: Option<String>,
+    /// Key of the CA bundle in that Secret.
+    pub ca_cert_secret_key: String,
     pub workspace_storage_size: Option<String>,
     pub workspace_storage_class: Option<String>,
     pub pod_labels: BTreeMap<String, String>,
@@ -43,6 +45,8 @@ pub struct KubeSettings {
     pub rotate_key_on_resume: bool,
     /// Objects younger than this are never treated as orphans or half-created.
     pub orphan_grace: std::time::Duration,
+    /// Longest waits for one API-server write and one uncached read.
+    pub timeouts: super::writes::Timeouts,
 }
 
 impl KubeSettings {
@@ -70,6 +74,7 @@ impl KubeSettings {
             image_pull_secrets: k.image_pull_secrets.0.clone(),
             insecure_registries: k.insecure_registries.0.clone(),
             ca_cert_secret: k.ca_cert_secret.clone(),
+            ca_cert_secret_key: k.ca_cert_secret_key.clone().unwrap_or_else(|| "ca.crt".into()),
             workspace_storage_size: k.workspace_storage_size.clone(),
             workspace_storage_class: k.workspace_storage_class.clone(),
             pod_labels: k.sandbox_pod_labels.0.clone(),
@@ -79,6 +84,10 @@ impl KubeSettings {
             service_pod_labels: k.service_pod_labels.0.clone(),
             rotate_key_on_resume: c.sandbox.rotate_session_key_on_resume,
             orphan_grace: std::time::Duration::from_secs(k.orphan_grace_seconds),
+            timeouts: super::writes::Timeouts {
+                operation: k.k8s_operation_timeout,
+                query: k.k8s_query_timeout,
+            },
         }
     }
 }

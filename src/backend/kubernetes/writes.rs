@@ -3,6 +3,8 @@
 //! the cache (the orphan sweep's lists of uncached kinds, pull secrets for `/image_exists`).
 //! Kubernetes failures become [`BackendError`]s here and nowhere else.
 
+use std::time::Duration;
+
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -62,21 +64,67 @@ pub enum Created {
     AlreadyExists,
 }
 
-/// The API server, as this backend uses it: one namespace, counted requests, mapped errors.
+/// Longest waits for one API-server call (K8S_OPERATION_TIMEOUT, K8S_QUERY_TIMEOUT): a call
+/// past its deadline fails like an unreachable API server, instead of holding a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Creates, patches and deletes.
+    pub operation: Duration,
+    /// Gets and lists.
+    pub query: Duration,
+}
+
+/// `call`, failing with a timeout error once `limit` has passed.
+async fn bounded<T>(
+    limit: Duration,
+    setting: &str,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        let message = format!("no answer within {}s ({setting})", limit.as_secs_f64());
+        Err(kube::Error::Service(message.into()))
+    })
+}
+
+/// The API server, as this backend uses it: one namespace, counted requests, mapped errors,
+/// bounded waits. Each request is also a span (kube's own, exported with the traces).
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
     namespace: String,
     metrics: Metrics,
     recorder: Recorder,
+    timeouts: Timeouts,
 }
 
 impl Writer {
-    pub fn new(client: Client, namespace: &str, metrics: Metrics, identity: &str) -> Writer {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        metrics: Metrics,
+        identity: &str,
+        timeouts: Timeouts,
+    ) -> Writer {
         let reporter =
             Reporter { controller: "runtime-api".into(), instance: Some(identity.to_string()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Writer { client, namespace: namespace.to_string(), metrics, recorder }
+        Writer { client, namespace: namespace.to_string(), metrics, recorder, timeouts }
+    }
+
+    /// A create, patch or delete, bounded by K8S_OPERATION_TIMEOUT.
+    async fn write<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        bounded(self.timeouts.operation, "K8S_OPERATION_TIMEOUT", call).await
+    }
+
+    /// A get or list, bounded by K8S_QUERY_TIMEOUT.
+    async fn read<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        bounded(self.timeouts.query, "K8S_QUERY_TIMEOUT", call).await
     }
 
     fn api<K>(&self) -> Api<K>
@@ -97,7 +145,8 @@ impl Writer {
 
     /// Creates the record of a new runtime.
     pub async fn create_record(&self, record: &ConfigMap) -> BackendResult<Created> {
-        let result = self.api::<ConfigMap>().create(&PostParams::default(), record).await;
+        let result =
+            self.write(self.api::<ConfigMap>().create(&PostParams::default(), record)).await;
         self.count("create", "runtime record", &result);
         match result {
             Ok(created) => Ok(Created::New(Box::new(created))),
@@ -108,8 +157,7 @@ impl Writer {
 
     /// Reads a record from the API server (after a conflict: the cache may not have it yet).
     pub async fn get_record(&self, name: &str) -> BackendResult<ConfigMap> {
-        self.api::<ConfigMap>()
-            .get(name)
+        self.read(self.api::<ConfigMap>().get(name))
             .await
             .map_err(|e| kube_error("reading the runtime record", e))
     }
@@ -124,7 +172,7 @@ impl Writer {
             + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
-        let result = self.api::<K>().create(&PostParams::default(), obj).await;
+        let result = self.write(self.api::<K>().create(&PostParams::default(), obj)).await;
         self.count("create", what, &result);
         match result {
             Ok(_) => Ok(()),
@@ -139,7 +187,7 @@ impl Writer {
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
-        let result = self.api::<K>().delete(name, &DeleteParams::background()).await;
+        let result = self.write(self.api::<K>().delete(name, &DeleteParams::background())).await;
         self.count("delete", what, &result);
         match result {
             Ok(_) => Ok(()),
@@ -151,8 +199,8 @@ impl Writer {
     /// Deletes every pod of a runtime, whatever its generation.
     pub async fn delete_pods(&self, runtime_id: &str) -> BackendResult<()> {
         let params = ListParams::default().labels(&runtime_selector(runtime_id));
-        let result =
-            self.api::<Pod>().delete_collection(&DeleteParams::background(), &params).await;
+        let pods = self.api::<Pod>();
+        let result = self.write(pods.delete_collection(&DeleteParams::background(), &params)).await;
         self.count("deletecollection", "sandbox pod", &result);
         result.map(|_| ()).map_err(|e| kube_error("deleting the sandbox pods", e))
     }
@@ -164,7 +212,8 @@ impl Writer {
         annotations: serde_json::Value,
     ) -> BackendResult<ConfigMap> {
         let patch = Patch::Merge(json!({"metadata": {"annotations": annotations}}));
-        let result = self.api::<ConfigMap>().patch(name, &PatchParams::default(), &patch).await;
+        let result =
+            self.write(self.api::<ConfigMap>().patch(name, &PatchParams::default(), &patch)).await;
         self.count("patch", "runtime record", &result);
         result.map_err(|e| kube_error("updating the runtime record", e))
     }
@@ -176,7 +225,8 @@ impl Writer {
         data: serde_json::Value,
     ) -> BackendResult<Secret> {
         let patch = Patch::Merge(json!({ "data": data }));
-        let result = self.api::<Secret>().patch(name, &PatchParams::default(), &patch).await;
+        let result =
+            self.write(self.api::<Secret>().patch(name, &PatchParams::default(), &patch)).await;
         self.count("patch", "secret", &result);
         result.map_err(|e| kube_error("rotating the session key", e))
     }
@@ -188,14 +238,13 @@ impl Writer {
         <K as Resource>::DynamicType: Default,
     {
         let params = ListParams::default().labels(&managed_selector(None));
-        let list = self.api::<K>().list(&params).await;
+        let list = self.read(self.api::<K>().list(&params)).await;
         Ok(list.map_err(|e| kube_error(&format!("listing {what}"), e))?.items)
     }
 
     /// A Secret this service does not manage (an image pull secret), if it exists.
     pub async fn foreign_secret(&self, name: &str) -> BackendResult<Option<Secret>> {
-        self.api::<Secret>()
-            .get_opt(name)
+        self.read(self.api::<Secret>().get_opt(name))
             .await
             .map_err(|e| kube_error(&format!("reading the pull secret {name}"), e))
     }
@@ -230,6 +279,17 @@ mod tests {
 
     fn api_error(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(kube::core::Status::failure(message, "Forbidden").with_code(code).boxed())
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_timeout_fails_as_unavailable_naming_the_setting() {
+        let never = futures::future::pending::<Result<(), kube::Error>>();
+        let e = bounded(Duration::from_millis(20), "K8S_QUERY_TIMEOUT", never).await.unwrap_err();
+        let mapped = kube_error("reading the runtime record", e);
+        assert_eq!(mapped.kind(), ErrorKind::Unavailable);
+        assert!(mapped.to_string().contains("K8S_QUERY_TIMEOUT"), "{mapped}");
+        let quick = bounded(Duration::from_secs(5), "K8S_QUERY_TIMEOUT", async { Ok(1) }).await;
+        assert_eq!(quick.unwrap(), 1);
     }
 
     #[test]
