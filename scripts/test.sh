@@ -14,7 +14,14 @@ export RUNTIME_API_BIN="$CARGO_TARGET_DIR/debug/runtime-api"
 LOG_TAG=test.sh
 # shellcheck source=lib/common.sh
 source "$ROOT/scripts/lib/common.sh"
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step says how long the previous one took (the figures a cold-CI budget is kept with).
+STEP_START=$SECONDS
+STEP_NAME=""
+step() {
+  [[ -n $STEP_NAME ]] && printf '<== %s: %ds (total %dm%02ds)\n' "$STEP_NAME" $((SECONDS - STEP_START)) $((SECONDS / 60)) $((SECONDS % 60)) >&2
+  STEP_START=$SECONDS STEP_NAME=$*
+  printf '\n==> %s\n' "$*" >&2
+}
 
 command -v cargo >/dev/null || { echo "cargo is required (Rust toolchain)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go is required (for the test control plane)" >&2; exit 1; }
