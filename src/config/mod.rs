@@ -16,6 +16,7 @@ use clap::{Args, Parser, ValueEnum};
 use self::parse::{List, Map};
 use crate::maintenance::FailedAction;
 use crate::runtime::env::SandboxPorts;
+use crate::runtime::urls::UrlStyle;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +34,9 @@ pub enum RoutingMode {
     Subdomain,
     /// `https://{BASE_DOMAIN}/{id}` with `/vscode`, `/work-1`, `/work-2` below it.
     Path,
+    /// No per-sandbox Ingress: this service's gateway (GATEWAY_PORT) forwards by the subdomain
+    /// hosts above, or by `/{id}` path prefix under GATEWAY_URL, and wakes paused sandboxes.
+    Gateway,
 }
 
 /// The key clients send in `X-API-Key`: present and not blank, or the service does not start.
@@ -77,6 +81,8 @@ pub struct Config {
     pub process: ProcessConfig,
     #[command(flatten)]
     pub maintenance: MaintenanceConfig,
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
 }
 
 /// The HTTP API itself.
@@ -177,7 +183,7 @@ pub struct KubernetesConfig {
     #[arg(long, env = "BASE_DOMAIN", default_value = "sandbox.example.com")]
     pub base_domain: String,
 
-    /// `subdomain` or `path` routing of sandbox URLs.
+    /// `subdomain`, `path` (both through per-sandbox Ingresses) or `gateway` (this service).
     #[arg(long, env = "ROUTING_MODE", value_enum, default_value_t = RoutingMode::Subdomain)]
     pub routing_mode: RoutingMode,
 
@@ -355,6 +361,140 @@ impl MaintenanceConfig {
     }
 }
 
+/// The sandbox gateway (ROUTING_MODE=gateway) and the original service's proxy settings.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct GatewayConfig {
+    /// Port of the sandbox gateway (ROUTING_MODE=gateway), on BIND_ADDRESS.
+    #[arg(long, env = "GATEWAY_PORT", default_value_t = 8081)]
+    pub gateway_port: u16,
+
+    /// Public base URL of the gateway: runtime URLs become `{GATEWAY_URL}/{runtime_id}`. Unset:
+    /// `{SANDBOX_URL_SCHEME}://{runtime_id}.{BASE_DOMAIN}` (a wildcard DNS name on the gateway).
+    #[arg(long, env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+
+    /// How long a request to a paused sandbox waits for it to wake before a 503.
+    #[arg(long, env = "GATEWAY_WAKE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub gateway_wake_timeout_seconds: u64,
+
+    /// How long the gateway waits for a sandbox's response head before a 504.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub gateway_upstream_timeout_seconds: u64,
+
+    /// Concurrent requests and WebSockets per sandbox through the gateway (429 beyond).
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_RUNTIME", default_value_t = 256)]
+    pub gateway_max_connections_per_runtime: u32,
+
+    /// Shortest time between two writes of a sandbox's last activity to its record.
+    #[arg(long, env = "GATEWAY_ACTIVITY_INTERVAL_SECONDS", default_value_t = 60)]
+    pub gateway_activity_interval_seconds: u64,
+
+    /// The original service's proxy: runtime URLs become `{PROXY_BASE_URL}/sandbox/{runtime_id}`
+    /// and the API port forwards `/sandbox/{runtime_id}/...` to the sandbox.
+    #[arg(long, env = "PROXY_BASE_URL")]
+    pub proxy_base_url: Option<String>,
+
+    /// Kubernetes: per-sandbox Ingress paths `/sandbox/{runtime_id}/...` on BASE_DOMAIN straight
+    /// to the pod (the original service's direct routing); URLs under https://{BASE_DOMAIN}/sandbox.
+    #[arg(long, env = "DIRECT_ROUTING", default_value_t = false)]
+    pub direct_routing: bool,
+
+    /// CORS origin allowed by the direct-routing Ingresses (ingress-nginx annotations).
+    #[arg(long, env = "DIRECT_ROUTING_CORS_ALLOW_ORIGIN")]
+    pub direct_routing_cors_allow_origin: Option<String>,
+}
+
+impl GatewayConfig {
+    /// Whether the gateway listener runs.
+    pub fn enabled(&self, routing: RoutingMode) -> bool {
+        routing == RoutingMode::Gateway
+    }
+
+    fn problems(
+        &self,
+        routing: RoutingMode,
+        backend: BackendKind,
+        server_port: u16,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, value) in
+            [("GATEWAY_URL", &self.gateway_url), ("PROXY_BASE_URL", &self.proxy_base_url)]
+        {
+            if let Some(v) = value {
+                match url::Url::parse(v) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.has_host()
+                            && u.query().is_none() => {}
+                    _ => out.push(format!("{name} must be an http(s) URL, got {v:?}")),
+                }
+            }
+        }
+        if self.enabled(routing) {
+            if self.gateway_port == 0 || self.gateway_port == server_port {
+                out.push(format!(
+                    "GATEWAY_PORT must be a port other than SERVER_PORT ({server_port})"
+                ));
+            }
+            if self.gateway_max_connections_per_runtime == 0 {
+                out.push("GATEWAY_MAX_CONNECTIONS_PER_RUNTIME must be at least 1".into());
+            }
+            if self.gateway_wake_timeout_seconds == 0 || self.gateway_upstream_timeout_seconds == 0
+            {
+                out.push(
+                    "GATEWAY_WAKE_TIMEOUT_SECONDS and GATEWAY_UPSTREAM_TIMEOUT_SECONDS must be at least 1"
+                        .into(),
+                );
+            }
+        }
+        if self.direct_routing && backend != BackendKind::Kubernetes {
+            out.push("DIRECT_ROUTING needs BACKEND=kubernetes".into());
+        }
+        if self.direct_routing && routing == RoutingMode::Gateway {
+            out.push("DIRECT_ROUTING and ROUTING_MODE=gateway exclude each other".into());
+        }
+        out
+    }
+}
+
+impl Config {
+    /// The shape of runtime URLs: DIRECT_ROUTING, else PROXY_BASE_URL, else the routing mode
+    /// (the process backend hands out its own loopback addresses unless a gateway fronts it).
+    pub fn url_style(&self) -> UrlStyle {
+        self.url_style_for(self.backend)
+    }
+
+    /// [`Config::url_style`] as `backend` would have it.
+    pub fn url_style_for(&self, backend: BackendKind) -> UrlStyle {
+        let (g, k) = (&self.gateway, &self.kubernetes);
+        let kube = backend == BackendKind::Kubernetes;
+        let subdomain = || UrlStyle::Subdomain {
+            scheme: k.sandbox_url_scheme.clone(),
+            base_domain: k.base_domain.clone(),
+        };
+        if g.direct_routing {
+            return UrlStyle::Sandbox {
+                base: format!("{}://{}", k.sandbox_url_scheme, k.base_domain),
+            };
+        }
+        if let Some(base) = &g.proxy_base_url {
+            return UrlStyle::Sandbox { base: base.clone() };
+        }
+        match k.routing_mode {
+            RoutingMode::Gateway => match &g.gateway_url {
+                Some(base) => UrlStyle::Prefix { base: base.clone() },
+                None => subdomain(),
+            },
+            _ if !kube => UrlStyle::Direct,
+            RoutingMode::Subdomain => subdomain(),
+            RoutingMode::Path => {
+                UrlStyle::Prefix { base: format!("{}://{}", k.sandbox_url_scheme, k.base_domain) }
+            }
+        }
+    }
+}
+
 /// Why the configuration was refused: help or version asked for (clap prints and exits), or one
 /// line per bad setting.
 #[derive(Debug)]
@@ -395,6 +535,9 @@ impl Config {
             &mut k.workspace_storage_size,
             &mut k.workspace_storage_class,
             &mut config.maintenance.pod_name,
+            &mut config.gateway.gateway_url,
+            &mut config.gateway.proxy_base_url,
+            &mut config.gateway.direct_routing_cors_allow_origin,
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *value = None;
@@ -465,6 +608,9 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             bad("MAX_BODY_BYTES must be at least 1024".into());
+        }
+        for line in self.gateway.problems(k.routing_mode, self.backend, self.http.server_port) {
+            bad(line);
         }
         out
     }

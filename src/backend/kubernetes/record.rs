@@ -34,6 +34,9 @@ pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generatio
 pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
 /// On the record: why maintenance paused it, shown in `status_detail`.
 pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
+/// On the record: the gateway's last request to the runtime (RFC 3339), written at most once per
+/// GATEWAY_ACTIVITY_INTERVAL_SECONDS by whichever replica forwarded it; read by idle pause.
+pub const ANNOTATION_LAST_ACTIVITY: &str = "runtime-api.openhands.dev/last-activity";
 /// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
 pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
 /// Record data: the spec as started, JSON, without environment values (those are in the Secret).

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, RoutingMode};
+use crate::config::{BackendKind, Config, RoutingMode};
 use crate::runtime::env::SandboxPorts;
+use crate::runtime::urls::UrlStyle;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubeSettings {
@@ -12,6 +13,11 @@ pub struct KubeSettings {
     pub base_domain: String,
     pub url_scheme: String,
     pub routing: RoutingMode,
+    /// Shape of runtime URLs (routing mode, PROXY_BASE_URL or DIRECT_ROUTING).
+    pub url_style: UrlStyle,
+    /// DIRECT_ROUTING: per-sandbox Ingress paths `/sandbox/{id}` on BASE_DOMAIN.
+    pub direct_routing: bool,
+    pub direct_routing_cors_allow_origin: Option<String>,
     pub ingress_class: String,
     pub ingress_tls_secret: Option<String>,
     pub ingress_annotations: BTreeMap<String, String>,
@@ -53,6 +59,9 @@ impl KubeSettings {
             base_domain: k.base_domain.clone(),
             url_scheme: k.sandbox_url_scheme.clone(),
             routing: k.routing_mode,
+            url_style: c.url_style_for(BackendKind::Kubernetes),
+            direct_routing: c.gateway.direct_routing,
+            direct_routing_cors_allow_origin: c.gateway.direct_routing_cors_allow_origin.clone(),
             ingress_class: k.ingress_class.clone(),
             ingress_tls_secret: k.ingress_tls_secret.clone(),
             ingress_annotations: k.ingress_annotations.0.clone(),
