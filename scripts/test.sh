@@ -40,9 +40,9 @@ step "Rust: formatting (rustfmt.toml) and lints, first"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 
-step "Rust: build, unit tests, API tests over a real socket"
+step "Rust: build, unit tests, API and gateway tests over a real socket"
 cargo build --locked --all-targets
-cargo test --locked --lib --bins --test api
+cargo test --locked --lib --bins --test api --test gateway
 
 step "Waiting for the Go binaries and the images (started in the background)"
 wait $PREBUILD_CLUSTER || echo "the background cluster build failed (see ~/.cache/runtime-api/prebuild-cluster.log); up retries it" >&2
