@@ -106,7 +106,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let gateway_port = g.enabled(config.kubernetes.routing_mode).then_some(g.gateway_port);
     let gateway = (gateway_port.is_some() || g.proxy_base_url.is_some()).then(|| {
         let settings = GatewaySettings {
-            base_domain: config.kubernetes.base_domain.clone(),
+            base_domain: g.routing_domain(&config.kubernetes.base_domain),
             api_key: config.http.api_key.as_str().to_string(),
             wake_timeout: Duration::from_secs(g.gateway_wake_timeout_seconds),
             upstream_timeout: Duration::from_secs(g.gateway_upstream_timeout_seconds),

@@ -369,8 +369,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "GATEWAY_PORT", default_value_t = 8081)]
     pub gateway_port: u16,
 
-    /// Public base URL of the gateway: runtime URLs become `{GATEWAY_URL}/{runtime_id}`. Unset:
-    /// `{SANDBOX_URL_SCHEME}://{runtime_id}.{BASE_DOMAIN}` (a wildcard DNS name on the gateway).
+    /// Public URL of the gateway. `http(s)://*.domain[:port]`: runtime URLs are
+    /// `http(s)://{runtime_id}.domain[:port]` (a wildcard DNS name). `http(s)://host[:port]`: they
+    /// are `{GATEWAY_URL}/{runtime_id}`. Unset: `{SANDBOX_URL_SCHEME}://{runtime_id}.{BASE_DOMAIN}`.
     #[arg(long, env = "GATEWAY_URL")]
     pub gateway_url: Option<String>,
 
@@ -406,6 +407,24 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// A wildcard GATEWAY_URL (`http://*.localhost:8081`) as its scheme and what follows `*.`.
+    pub fn wildcard(&self) -> Option<(&str, &str)> {
+        let url = self.gateway_url.as_deref()?;
+        let (scheme, rest) = url.split_once("://")?;
+        Some((scheme, rest.strip_prefix("*.")?.trim_end_matches('/')))
+    }
+
+    /// The domain whose subdomains name runtimes at the gateway: a wildcard GATEWAY_URL's (without
+    /// its port), else BASE_DOMAIN.
+    pub fn routing_domain(&self, base_domain: &str) -> String {
+        match self.wildcard() {
+            Some((_, authority)) => {
+                authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_string()
+            }
+            None => base_domain.to_string(),
+        }
+    }
+
     /// Whether the gateway listener runs.
     pub fn enabled(&self, routing: RoutingMode) -> bool {
         routing == RoutingMode::Gateway
@@ -422,11 +441,13 @@ impl GatewayConfig {
             [("GATEWAY_URL", &self.gateway_url), ("PROXY_BASE_URL", &self.proxy_base_url)]
         {
             if let Some(v) = value {
-                match url::Url::parse(v) {
+                // A wildcard host is checked as one of the names it stands for.
+                match url::Url::parse(&v.replacen("://*.", "://x.", 1)) {
                     Ok(u)
                         if matches!(u.scheme(), "http" | "https")
                             && u.has_host()
-                            && u.query().is_none() => {}
+                            && u.query().is_none()
+                            && (!v.contains("://*.") || u.path() == "/") => {}
                     _ => out.push(format!("{name} must be an http(s) URL, got {v:?}")),
                 }
             }
@@ -482,9 +503,13 @@ impl Config {
             return UrlStyle::Sandbox { base: base.clone() };
         }
         match k.routing_mode {
-            RoutingMode::Gateway => match &g.gateway_url {
-                Some(base) => UrlStyle::Prefix { base: base.clone() },
-                None => subdomain(),
+            RoutingMode::Gateway => match (g.wildcard(), &g.gateway_url) {
+                (Some((scheme, authority)), _) => UrlStyle::Subdomain {
+                    scheme: scheme.to_string(),
+                    base_domain: authority.to_string(),
+                },
+                (None, Some(base)) => UrlStyle::Prefix { base: base.clone() },
+                (None, None) => subdomain(),
             },
             _ if !kube => UrlStyle::Direct,
             RoutingMode::Subdomain => subdomain(),
@@ -748,6 +773,53 @@ mod tests {
     fn empty_optional_settings_are_unset() {
         let c = parse(&["--api-key", "k", "--app-server-url", "", "--ca-cert-secret", " "]);
         assert_eq!((c.sandbox.app_server_url, c.kubernetes.ca_cert_secret), (None, None));
+    }
+
+    #[test]
+    fn gateway_urls_by_path_by_wildcard_host_or_by_base_domain() {
+        let style = |extra: &[&str]| {
+            let mut args = vec!["--api-key", "k", "--routing-mode", "gateway"];
+            args.extend_from_slice(extra);
+            let c = load(&args).unwrap();
+            (c.url_style(), c.gateway.routing_domain(&c.kubernetes.base_domain))
+        };
+        assert_eq!(
+            style(&["--gateway-url", "http://*.localhost:8081"]),
+            (
+                UrlStyle::Subdomain { scheme: "http".into(), base_domain: "localhost:8081".into() },
+                "localhost".into()
+            )
+        );
+        assert_eq!(
+            style(&["--gateway-url", "http://127.0.0.1:8081"]).0,
+            UrlStyle::Prefix { base: "http://127.0.0.1:8081".into() }
+        );
+        assert_eq!(
+            style(&["--base-domain", "sb.example.com"]),
+            (
+                UrlStyle::Subdomain {
+                    scheme: "https".into(),
+                    base_domain: "sb.example.com".into()
+                },
+                "sb.example.com".into()
+            )
+        );
+        let lines = load(&[
+            "--api-key",
+            "k",
+            "--routing-mode",
+            "gateway",
+            "--gateway-url",
+            "http://*.localhost/x",
+            "--gateway-port",
+            "8080",
+            "--direct-routing",
+        ])
+        .unwrap_err();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].contains("GATEWAY_URL"), "{lines:?}");
+        assert!(lines[1].contains("GATEWAY_PORT"), "{lines:?}");
+        assert!(lines[2].contains("DIRECT_ROUTING needs BACKEND=kubernetes"), "{lines:?}");
     }
 
     #[test]
