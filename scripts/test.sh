@@ -64,6 +64,9 @@ tests/cluster/smoke.sh
 step "Real node smoke test (real pods from the images built here)"
 tests/cluster/real-node.sh
 
+step "Sandbox gateway on the real node (two replicas, a real agent-server pod, wake on traffic; lifts the node's taint, so alone)"
+tests/cluster/gateway-real-node.sh
+
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh
 
