@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+
 use crate::api::{self, AppState};
 use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
@@ -142,6 +144,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         tracing::info!(%addr, "sandbox gateway listening");
+        // Streamed responses are written as head, then body chunks: without TCP_NODELAY the
+        // second write waits for the client's delayed ACK (40 ms per small request).
+        let listener = listener.tap_io(no_delay);
         let app = gateway.router().into_make_service_with_connect_info::<SocketAddr>();
         let mut signalled = signalled_rx.clone();
         background.push(tokio::spawn(async move {
@@ -156,6 +161,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }));
     }
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    // The same for the API port: it also streams sandbox responses with PROXY_BASE_URL.
+    let listener = listener.tap_io(no_delay);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; finishing in-flight requests");
@@ -178,6 +185,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     backend.shutdown().await;
     tracing::info!("runtime API stopped");
     Ok(())
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 async fn shutdown_signal() {

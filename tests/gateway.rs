@@ -141,6 +141,38 @@ async fn routes_by_path_and_host_and_forwards_what_the_client_sent() {
     assert!(metric(&metrics, "runtime_api_gateway_bytes_total{direction=\"request\"}") >= 20_000.0);
 }
 
+/// A small request through the gateway costs about what it costs direct: nothing waits for a
+/// delayed ACK (40 ms on Linux) on either of its two connections.
+#[tokio::test]
+async fn small_requests_are_not_held_by_delayed_acks() {
+    let state = StateDir::new();
+    let gw = Gateway::start(&state, &[]).await;
+    let a = gw.running("latency").await;
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("runtimes").join(&a).join("record.json")).unwrap(),
+    )
+    .unwrap();
+    let direct = format!("http://127.0.0.1:{}/alive", record["ports"]["agent"]);
+    let through = format!("{}/{a}/alive", gw.url);
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut direct_times, mut gateway_times) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        for (url, times) in [(&direct, &mut direct_times), (&through, &mut gateway_times)] {
+            let t0 = Instant::now();
+            assert_eq!(gw.http.get(url).send().await.unwrap().status(), 200);
+            times.push(t0.elapsed());
+        }
+    }
+    let (direct, through) = (median(direct_times), median(gateway_times));
+    assert!(
+        through < direct + Duration::from_millis(30),
+        "median through the gateway {through:?}, direct {direct:?}"
+    );
+}
+
 #[tokio::test]
 async fn hostile_spellings_never_reach_another_runtime() {
     let state = StateDir::new();

@@ -22,6 +22,9 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body go out in two writes: with Nagle on, the body waits for the client's delayed
+    # ACK (40 ms), which the real agent server (uvicorn, TCP_NODELAY) never does.
+    disable_nagle_algorithm = True
 
     def reply(self, code, body):
         data = json.dumps(body).encode()
