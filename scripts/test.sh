@@ -47,9 +47,9 @@ step "Rust: formatting (rustfmt.toml) and lints, first"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 
-step "Rust: build, unit tests, API tests over a real socket, process-backend fault rounds"
+step "Rust: build, unit tests, API and gateway tests over a real socket, process-backend fault rounds"
 cargo build --locked --all-targets
-cargo test --locked --lib --bins --test api --test faults --test parity
+cargo test --locked --lib --bins --test api --test gateway --test faults --test parity
 
 step "Waiting for the Go binaries and the images (started in the background)"
 wait $PREBUILD_CLUSTER || echo "the background cluster build failed (see ~/.cache/runtime-api/prebuild-cluster.log); up retries it" >&2
@@ -70,6 +70,9 @@ tests/cluster/smoke.sh
 
 step "Real node smoke test (real pods from the images built here)"
 tests/cluster/real-node.sh
+
+step "Sandbox gateway on the real node (two replicas, a real agent-server pod, wake on traffic; lifts the node's taint, so alone)"
+tests/cluster/gateway-real-node.sh
 
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh

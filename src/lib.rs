@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod gateway;
 pub mod maintenance;
 pub mod registry;
 pub mod runtime;

@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+
 use crate::api::{self, AppState};
 use crate::backend::kubernetes::{KubeSettings, KubernetesBackend};
 use crate::backend::process::{ProcessBackend, ProcessSettings};
 use crate::config::{BackendKind, Config};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::maintenance::lease::{self, LeaseSettings};
 use crate::maintenance::{self, MaintenanceSettings};
 use crate::runtime::{Backend, BackendError};
@@ -45,6 +48,7 @@ pub async fn build_backend(
                 app_server_url: config.sandbox.app_server_url.clone(),
                 app_server_public_url: config.sandbox.app_server_public_url.clone(),
                 rotate_key_on_resume: config.sandbox.rotate_session_key_on_resume,
+                url_style: config.url_style(),
             };
             let dir = settings.state_dir.display().to_string();
             let backend = ProcessBackend::open(settings, metrics)
@@ -100,13 +104,29 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         leader_rx,
         shutdown_rx,
     )));
-    let state = AppState::new(
+    let g = &config.gateway;
+    let gateway_port = g.enabled(config.kubernetes.routing_mode).then_some(g.gateway_port);
+    let gateway = (gateway_port.is_some() || g.proxy_base_url.is_some()).then(|| {
+        let settings = GatewaySettings {
+            base_domain: g.routing_domain(&config.kubernetes.base_domain),
+            api_key: config.http.api_key.as_str().to_string(),
+            wake_timeout: Duration::from_secs(g.gateway_wake_timeout_seconds),
+            upstream_timeout: Duration::from_secs(g.gateway_upstream_timeout_seconds),
+            max_connections_per_runtime: g.gateway_max_connections_per_runtime as usize,
+            activity_interval: Duration::from_secs(g.gateway_activity_interval_seconds),
+        };
+        Gateway::new(backend.clone(), metrics.gateway.clone(), settings)
+    });
+    let mut state = AppState::new(
         backend.clone(),
         metrics,
         config.http.api_key.as_str(),
         &config.http.registry_prefix,
         &config.http.default_image,
     );
+    if let (Some(gateway), Some(_)) = (&gateway, &g.proxy_base_url) {
+        state = state.with_sandbox_proxy(gateway.clone());
+    }
     let app = api::router(state, config.http.max_body_bytes);
     let addr = SocketAddr::new(config.http.bind_address, config.http.server_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -115,6 +135,34 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     tracing::info!(%addr, backend = ?config.backend, "runtime API listening");
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    if let Some(gateway) = &gateway {
+        background.push(gateway.spawn_activity(signalled_rx.clone()));
+    }
+    if let (Some(gateway), Some(port)) = (gateway, gateway_port) {
+        let addr = SocketAddr::new(config.http.bind_address, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(%addr, "sandbox gateway listening");
+        // Streamed responses are written as head, then body chunks: without TCP_NODELAY the
+        // second write waits for the client's delayed ACK (40 ms per small request).
+        let listener = listener.tap_io(no_delay);
+        let app = gateway.router().into_make_service_with_connect_info::<SocketAddr>();
+        let mut signalled = signalled_rx.clone();
+        background.push(tokio::spawn(async move {
+            let stopped = signalled.clone();
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = signalled.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the sandbox gateway stopped");
+            }
+            drop(stopped);
+        }));
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    // The same for the API port: it also streams sandbox responses with PROXY_BASE_URL.
+    let listener = listener.tap_io(no_delay);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; finishing in-flight requests");
@@ -137,6 +185,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     backend.shutdown().await;
     tracing::info!("runtime API stopped");
     Ok(())
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 async fn shutdown_signal() {

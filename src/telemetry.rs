@@ -221,6 +221,82 @@ pub struct Metrics {
     pub leader: Gauge,
     pub cache_objects: Family<KindLabels, Gauge>,
     pub kube_requests: Family<KubeLabels, Counter>,
+    pub gateway: GatewayMetrics,
+}
+
+/// The sandbox gateway's metrics.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// Forwarded (or refused) requests by sandbox port and status code.
+    pub requests: Family<GatewayLabels, Counter>,
+    /// Body bytes by direction: `request` (to sandboxes) or `response` (from them).
+    pub bytes: Family<DirectionLabels, Counter>,
+    /// Time from forwarding a request to the sandbox's response head.
+    pub upstream_latency: Histogram,
+    /// Wakes of paused sandboxes by outcome, and their duration until the agent answered.
+    pub wakes: Family<OutcomeLabels, Counter>,
+    pub wake_duration: Histogram,
+    pub open_websockets: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    pub port: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+impl GatewayMetrics {
+    fn register(registry: &mut Registry) -> GatewayMetrics {
+        let m = GatewayMetrics {
+            requests: Family::default(),
+            bytes: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            wakes: Family::default(),
+            wake_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            open_websockets: Gauge::default(),
+        };
+        registry.register(
+            "gateway_requests",
+            "Requests through the sandbox gateway by sandbox port and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "gateway_bytes",
+            "Body bytes through the sandbox gateway by direction (request, response)",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "gateway_upstream_latency_seconds",
+            "Time from forwarding a request to the sandbox's response head",
+            m.upstream_latency.clone(),
+        );
+        registry.register(
+            "gateway_wakes",
+            "Paused sandboxes woken by a request, by outcome",
+            m.wakes.clone(),
+        );
+        registry.register(
+            "gateway_wake_duration_seconds",
+            "Time from a request finding its sandbox paused to the agent server answering",
+            m.wake_duration.clone(),
+        );
+        registry.register(
+            "gateway_open_websockets",
+            "WebSocket connections open through the sandbox gateway",
+            m.open_websockets.clone(),
+        );
+        m
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -306,7 +382,9 @@ impl Metrics {
             "Kubernetes API write requests by verb, kind and outcome",
             kube_requests.clone(),
         );
+        let gateway = GatewayMetrics::register(&mut registry);
         Metrics {
+            gateway,
             maintenance,
             leader,
             cache_objects,

@@ -20,10 +20,12 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::gateway::Gateway;
+use crate::gateway::route::PathStyle;
 use crate::runtime::{Backend, Readiness};
 use crate::telemetry::{HttpLabels, Metrics, RouteLabels};
 use error::ApiError;
@@ -39,6 +41,8 @@ pub struct AppState {
     api_key_digest: [u8; 32],
     /// How long requests wait for complete reads ([`SYNC_WAIT`]; shorter in tests).
     sync_wait: Duration,
+    /// PROXY_BASE_URL: the original service's `/sandbox/{id}/...` proxy on this port.
+    sandbox_proxy: Option<Gateway>,
 }
 
 impl AppState {
@@ -56,7 +60,14 @@ impl AppState {
             default_image: default_image.into(),
             api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
             sync_wait: SYNC_WAIT,
+            sandbox_proxy: None,
         }
+    }
+
+    /// Serves `/sandbox/{runtime_id}/...` through `gateway` (no API key: the sandbox checks its
+    /// session key, as in the original service).
+    pub fn with_sandbox_proxy(self, gateway: Gateway) -> Self {
+        AppState { sandbox_proxy: Some(gateway), ..self }
     }
 
     pub fn with_sync_wait(self, sync_wait: Duration) -> Self {
@@ -93,12 +104,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/build_status", get(handlers::build_status))
         .merge(cached)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
-    let public = Router::new()
+    let mut public = Router::new()
         .route("/health", get(handlers::health))
         .route("/livez", get(handlers::livez))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(openapi::openapi_json));
+    if state.sandbox_proxy.is_some() {
+        public = public
+            .route("/sandbox/{runtime_id}", any(sandbox_proxy))
+            .route("/sandbox/{runtime_id}/{*rest}", any(sandbox_proxy));
+    }
     protected
         .merge(public)
         .fallback(handlers::not_found)
@@ -135,7 +151,16 @@ pub fn head_problem(uri_len: usize, header_bytes: usize) -> Option<ApiError> {
     None
 }
 
-async fn limit_request_head(req: Request, next: Next) -> Response {
+/// The original service's proxy: `/sandbox/{runtime_id}/...` forwarded to the sandbox.
+async fn sandbox_proxy(State(state): State<AppState>, req: Request) -> Response {
+    match &state.sandbox_proxy {
+        Some(gateway) => gateway.serve_path(req, PathStyle::Sandbox).await,
+        None => ApiError::not_found("no such endpoint").into_response(),
+    }
+}
+
+/// 414 / 431 JSON answers for oversized request heads (the API and the gateway).
+pub async fn limit_request_head(req: Request, next: Next) -> Response {
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     let header_bytes: usize =
         req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
@@ -177,7 +202,9 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Route templates of the API: the only values the `route` label takes besides `other`.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 20] = [
+    "/sandbox/{runtime_id}",
+    "/sandbox/{runtime_id}/{*rest}",
     "/start",
     "/stop",
     "/pause",

@@ -568,7 +568,12 @@ async fn the_openapi_document_lists_every_route_and_method_the_router_serves() {
         super::ROUTES.iter().copied().chain(paths.keys().map(String::as_str)).collect();
     let mut served = BTreeMap::new();
     for template in templates {
-        served.insert(template.to_string(), served_methods(&app, template).await);
+        let methods = served_methods(&app, template).await;
+        // The original service's `/sandbox/{id}` proxy is mounted only with PROXY_BASE_URL (it
+        // is sandbox traffic, not this API): a template served by no method here is not a route.
+        if !methods.is_empty() || paths.contains_key(template) {
+            served.insert(template.to_string(), methods);
+        }
     }
     assert_eq!(documented, served);
 }

@@ -20,6 +20,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use self::parse::{List, Map, Tolerations};
 use crate::maintenance::FailedAction;
 use crate::runtime::env::SandboxPorts;
+use crate::runtime::urls::UrlStyle;
 use crate::telemetry::{LogFormat, LogLevel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,6 +41,9 @@ pub enum RoutingMode {
     /// `http://oh-rt-{id}.{NAMESPACE}.svc.cluster.local:{port}`: the sandbox's own Service, for
     /// clients in the cluster (OpenHands installed beside the service); no Ingress is created.
     Service,
+    /// No per-sandbox Ingress: this service's gateway (GATEWAY_PORT) forwards by the subdomain
+    /// hosts above, or by `/{id}` path prefix under GATEWAY_URL, and wakes paused sandboxes.
+    Gateway,
 }
 
 /// The key clients send in `X-API-Key`: present and not blank, or the service does not start.
@@ -86,6 +90,8 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[command(flatten)]
     pub original: original::OriginalConfig,
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
 }
 
 /// The HTTP API itself.
@@ -191,8 +197,8 @@ pub struct KubernetesConfig {
     #[arg(long, env = "BASE_DOMAIN", default_value = "sandbox.example.com")]
     pub base_domain: String,
 
-    /// `subdomain` or `path` routing of sandbox URLs through the ingress controller, or `service`:
-    /// in-cluster Service URLs and no Ingress.
+    /// `subdomain`, `path` (both through per-sandbox Ingresses), `gateway` (this service), or
+    /// `service`: in-cluster Service URLs and no Ingress.
     #[arg(long, env = "ROUTING_MODE", value_enum, default_value_t = RoutingMode::Subdomain)]
     pub routing_mode: RoutingMode,
 
@@ -390,6 +396,166 @@ impl MaintenanceConfig {
     }
 }
 
+/// The sandbox gateway (ROUTING_MODE=gateway) and the original service's proxy settings.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct GatewayConfig {
+    /// Port of the sandbox gateway (ROUTING_MODE=gateway), on BIND_ADDRESS.
+    #[arg(long, env = "GATEWAY_PORT", default_value_t = 8081)]
+    pub gateway_port: u16,
+
+    /// Public URL of the gateway. `http(s)://*.domain[:port]`: runtime URLs are
+    /// `http(s)://{runtime_id}.domain[:port]` (a wildcard DNS name). `http(s)://host[:port]`: they
+    /// are `{GATEWAY_URL}/{runtime_id}`. Unset: `{SANDBOX_URL_SCHEME}://{runtime_id}.{BASE_DOMAIN}`.
+    #[arg(long, env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+
+    /// How long a request to a paused sandbox waits for it to wake before a 503.
+    #[arg(long, env = "GATEWAY_WAKE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub gateway_wake_timeout_seconds: u64,
+
+    /// How long the gateway waits for a sandbox's response head before a 504.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub gateway_upstream_timeout_seconds: u64,
+
+    /// Concurrent requests and WebSockets per sandbox through the gateway (429 beyond).
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_RUNTIME", default_value_t = 256)]
+    pub gateway_max_connections_per_runtime: u32,
+
+    /// Shortest time between two writes of a sandbox's last activity to its record.
+    #[arg(long, env = "GATEWAY_ACTIVITY_INTERVAL_SECONDS", default_value_t = 60)]
+    pub gateway_activity_interval_seconds: u64,
+
+    /// The original service's proxy: runtime URLs become `{PROXY_BASE_URL}/sandbox/{runtime_id}`
+    /// and the API port forwards `/sandbox/{runtime_id}/...` to the sandbox.
+    #[arg(long, env = "PROXY_BASE_URL")]
+    pub proxy_base_url: Option<String>,
+
+    /// Kubernetes: per-sandbox Ingress paths `/sandbox/{runtime_id}/...` on BASE_DOMAIN straight
+    /// to the pod (the original service's direct routing); URLs under https://{BASE_DOMAIN}/sandbox.
+    #[arg(long, env = "DIRECT_ROUTING", default_value_t = false)]
+    pub direct_routing: bool,
+
+    /// CORS origin allowed by the direct-routing Ingresses (ingress-nginx annotations).
+    #[arg(long, env = "DIRECT_ROUTING_CORS_ALLOW_ORIGIN")]
+    pub direct_routing_cors_allow_origin: Option<String>,
+}
+
+impl GatewayConfig {
+    /// A wildcard GATEWAY_URL (`http://*.localhost:8081`) as its scheme and what follows `*.`.
+    pub fn wildcard(&self) -> Option<(&str, &str)> {
+        let url = self.gateway_url.as_deref()?;
+        let (scheme, rest) = url.split_once("://")?;
+        Some((scheme, rest.strip_prefix("*.")?.trim_end_matches('/')))
+    }
+
+    /// The domain whose subdomains name runtimes at the gateway: a wildcard GATEWAY_URL's (without
+    /// its port), else BASE_DOMAIN.
+    pub fn routing_domain(&self, base_domain: &str) -> String {
+        match self.wildcard() {
+            Some((_, authority)) => {
+                authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_string()
+            }
+            None => base_domain.to_string(),
+        }
+    }
+
+    /// Whether the gateway listener runs.
+    pub fn enabled(&self, routing: RoutingMode) -> bool {
+        routing == RoutingMode::Gateway
+    }
+
+    fn problems(
+        &self,
+        routing: RoutingMode,
+        backend: BackendKind,
+        server_port: u16,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, value) in
+            [("GATEWAY_URL", &self.gateway_url), ("PROXY_BASE_URL", &self.proxy_base_url)]
+        {
+            if let Some(v) = value {
+                // A wildcard host is checked as one of the names it stands for.
+                match url::Url::parse(&v.replacen("://*.", "://x.", 1)) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.has_host()
+                            && u.query().is_none()
+                            && (!v.contains("://*.") || u.path() == "/") => {}
+                    _ => out.push(format!("{name} must be an http(s) URL, got {v:?}")),
+                }
+            }
+        }
+        if self.enabled(routing) {
+            if self.gateway_port == 0 || self.gateway_port == server_port {
+                out.push(format!(
+                    "GATEWAY_PORT must be a port other than SERVER_PORT ({server_port})"
+                ));
+            }
+            if self.gateway_max_connections_per_runtime == 0 {
+                out.push("GATEWAY_MAX_CONNECTIONS_PER_RUNTIME must be at least 1".into());
+            }
+            if self.gateway_wake_timeout_seconds == 0 || self.gateway_upstream_timeout_seconds == 0
+            {
+                out.push(
+                    "GATEWAY_WAKE_TIMEOUT_SECONDS and GATEWAY_UPSTREAM_TIMEOUT_SECONDS must be at least 1"
+                        .into(),
+                );
+            }
+        }
+        if self.direct_routing && backend != BackendKind::Kubernetes {
+            out.push("DIRECT_ROUTING needs BACKEND=kubernetes".into());
+        }
+        if self.direct_routing && routing == RoutingMode::Gateway {
+            out.push("DIRECT_ROUTING and ROUTING_MODE=gateway exclude each other".into());
+        }
+        out
+    }
+}
+
+impl Config {
+    /// The shape of runtime URLs: DIRECT_ROUTING, else PROXY_BASE_URL, else the routing mode
+    /// (the process backend hands out its own loopback addresses unless a gateway fronts it).
+    pub fn url_style(&self) -> UrlStyle {
+        self.url_style_for(self.backend)
+    }
+
+    /// [`Config::url_style`] as `backend` would have it.
+    pub fn url_style_for(&self, backend: BackendKind) -> UrlStyle {
+        let (g, k) = (&self.gateway, &self.kubernetes);
+        let kube = backend == BackendKind::Kubernetes;
+        let subdomain = || UrlStyle::Subdomain {
+            scheme: k.sandbox_url_scheme.clone(),
+            base_domain: k.base_domain.clone(),
+        };
+        if g.direct_routing {
+            return UrlStyle::Sandbox {
+                base: format!("{}://{}", k.sandbox_url_scheme, k.base_domain),
+            };
+        }
+        if let Some(base) = &g.proxy_base_url {
+            return UrlStyle::Sandbox { base: base.clone() };
+        }
+        match k.routing_mode {
+            RoutingMode::Gateway => match (g.wildcard(), &g.gateway_url) {
+                (Some((scheme, authority)), _) => UrlStyle::Subdomain {
+                    scheme: scheme.to_string(),
+                    base_domain: authority.to_string(),
+                },
+                (None, Some(base)) => UrlStyle::Prefix { base: base.clone() },
+                (None, None) => subdomain(),
+            },
+            _ if !kube => UrlStyle::Direct,
+            RoutingMode::Subdomain => subdomain(),
+            RoutingMode::Path => {
+                UrlStyle::Prefix { base: format!("{}://{}", k.sandbox_url_scheme, k.base_domain) }
+            }
+            RoutingMode::Service => UrlStyle::ClusterService { namespace: k.namespace.clone() },
+        }
+    }
+}
+
 /// Why the configuration was refused: help or version asked for (clap prints and exits), or one
 /// line per bad setting.
 #[derive(Debug)]
@@ -445,6 +611,9 @@ impl Config {
             &mut k.workspace_storage_size,
             &mut k.workspace_storage_class,
             &mut config.maintenance.pod_name,
+            &mut config.gateway.gateway_url,
+            &mut config.gateway.proxy_base_url,
+            &mut config.gateway.direct_routing_cors_allow_origin,
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *value = None;
@@ -528,6 +697,9 @@ impl Config {
             if timeout < Duration::from_secs(1) {
                 bad(format!("{name} must be at least 1s"));
             }
+        }
+        for line in self.gateway.problems(k.routing_mode, self.backend, self.http.server_port) {
+            bad(line);
         }
         out
     }
@@ -671,6 +843,53 @@ mod tests {
     fn kubernetes_timeouts_are_at_least_a_second() {
         let lines = load(&["--api-key", "k", "--k8s-query-timeout", "500ms"]).unwrap_err();
         assert_eq!(lines, ["invalid configuration: K8S_QUERY_TIMEOUT must be at least 1s"]);
+    }
+
+    #[test]
+    fn gateway_urls_by_path_by_wildcard_host_or_by_base_domain() {
+        let style = |extra: &[&str]| {
+            let mut args = vec!["--api-key", "k", "--routing-mode", "gateway"];
+            args.extend_from_slice(extra);
+            let c = load(&args).unwrap();
+            (c.url_style(), c.gateway.routing_domain(&c.kubernetes.base_domain))
+        };
+        assert_eq!(
+            style(&["--gateway-url", "http://*.localhost:8081"]),
+            (
+                UrlStyle::Subdomain { scheme: "http".into(), base_domain: "localhost:8081".into() },
+                "localhost".into()
+            )
+        );
+        assert_eq!(
+            style(&["--gateway-url", "http://127.0.0.1:8081"]).0,
+            UrlStyle::Prefix { base: "http://127.0.0.1:8081".into() }
+        );
+        assert_eq!(
+            style(&["--base-domain", "sb.example.com"]),
+            (
+                UrlStyle::Subdomain {
+                    scheme: "https".into(),
+                    base_domain: "sb.example.com".into()
+                },
+                "sb.example.com".into()
+            )
+        );
+        let lines = load(&[
+            "--api-key",
+            "k",
+            "--routing-mode",
+            "gateway",
+            "--gateway-url",
+            "http://*.localhost/x",
+            "--gateway-port",
+            "8080",
+            "--direct-routing",
+        ])
+        .unwrap_err();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].contains("GATEWAY_URL"), "{lines:?}");
+        assert!(lines[1].contains("GATEWAY_PORT"), "{lines:?}");
+        assert!(lines[2].contains("DIRECT_ROUTING needs BACKEND=kubernetes"), "{lines:?}");
     }
 
     #[test]

@@ -77,6 +77,20 @@ pub fn decide(
     }
 }
 
+/// How long a runtime has been idle: what its agent server reports, but never longer than since
+/// the gateway last forwarded something to it (traffic to VS Code or the workers, or an open
+/// event WebSocket, is activity the agent's own clock does not see). Without an answer from the
+/// agent: unknown, so no idle pause.
+pub fn idle_for(
+    agent_idle: Option<Duration>,
+    last_activity: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let agent_idle = agent_idle?;
+    let since_traffic = last_activity.map(|t| now.duration_since(t).unsigned_abs());
+    Some(since_traffic.map_or(agent_idle, |t| t.min(agent_idle)))
+}
+
 /// Asks an agent server how long it has been idle (`GET /server_info` -> `idle_time` seconds).
 /// The call carries the trace context and `runtime_id`/`session_id` baggage.
 async fn idle_time(http: reqwest::Client, c: Candidate) -> Option<Duration> {
@@ -170,8 +184,9 @@ pub async fn round(
             return;
         }
         let failing_for = failing_since.get(&c.runtime_id).map(|t| t.elapsed());
-        let Some(action) = decide(c, failing_for, idle.get(&c.runtime_id).copied(), settings)
-        else {
+        let idle =
+            idle_for(idle.get(&c.runtime_id).copied(), c.last_activity, jiff::Timestamp::now());
+        let Some(action) = decide(c, failing_for, idle, settings) else {
             continue;
         };
         let (kind, result) = match &action {
@@ -244,7 +259,22 @@ mod tests {
             paused_for: None,
             agent_url: Some("http://127.0.0.1:1".into()),
             session_api_key: "k".into(),
+            last_activity: None,
         }
+    }
+
+    #[test]
+    fn gateway_traffic_shortens_the_idle_time() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let recent = Some("2026-01-01T00:09:00Z".parse().unwrap());
+        let minutes = |m: u64| Some(Duration::from_secs(60 * m));
+        assert_eq!(idle_for(minutes(30), recent, now), minutes(1));
+        assert_eq!(idle_for(minutes(30), None, now), minutes(30));
+        assert_eq!(
+            idle_for(Some(Duration::from_secs(5)), recent, now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(idle_for(None, recent, now), None, "no answer from the agent: unknown");
     }
 
     #[test]

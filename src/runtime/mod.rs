@@ -9,6 +9,7 @@ pub mod ids;
 pub mod plan;
 pub mod spec;
 pub mod status;
+pub mod urls;
 
 use std::collections::BTreeMap;
 
@@ -92,6 +93,8 @@ pub struct Candidate {
     /// Where this service can reach the agent server (for `/server_info`).
     pub agent_url: Option<String>,
     pub session_api_key: String,
+    /// The last request the gateway forwarded to it (shared across replicas by the record).
+    pub last_activity: Option<jiff::Timestamp>,
 }
 
 impl Candidate {
@@ -109,6 +112,7 @@ impl Candidate {
             paused_for,
             agent_url: Some(agent_url),
             session_api_key: view.session_api_key,
+            last_activity: None,
         }
     }
 }
@@ -121,6 +125,17 @@ pub struct AgentEndpoint {
     /// Base URL of the agent server as seen from this service.
     pub url: String,
     pub session_api_key: String,
+}
+
+/// What the gateway needs to forward to a runtime, from the backend's memory or cache (no
+/// API-server request per forwarded request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    pub status: Status,
+    pub status_detail: Option<String>,
+    /// Where its ports listen: the pod IP, or loopback. `None` until the pod has an address.
+    pub address: Option<std::net::IpAddr>,
+    pub ports: env::SandboxPorts,
 }
 
 /// What an orphan sweep did.
@@ -188,4 +203,12 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Releases background resources before the process exits.
     async fn shutdown(&self) {}
+    /// Where the gateway reaches a runtime; `None` when there is no such runtime.
+    fn route(&self, _runtime_id: &str) -> Option<RouteTarget> {
+        None
+    }
+    /// Notes the gateway's last request to a runtime, for idle pause on whichever replica leads.
+    async fn record_activity(&self, _runtime_id: &str, _at: jiff::Timestamp) -> BackendResult<()> {
+        Ok(())
+    }
 }

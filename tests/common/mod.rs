@@ -70,8 +70,12 @@ pub struct Service {
 impl Service {
     /// Starts the binary with the process backend and waits until `/health` answers.
     pub async fn start(state: &StateDir, env: &[(&str, &str)]) -> Service {
+        Self::start_on(state, free_port(), env).await
+    }
+
+    /// [`Service::start`] on a given API port (for settings that name it).
+    pub async fn start_on(state: &StateDir, port: u16, env: &[(&str, &str)]) -> Service {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = free_port();
         let log = state.path().join(format!("service-{port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-api"));
@@ -191,6 +195,11 @@ impl Service {
             b["status"] == "running" && b["pod_status"] == "ready"
         })
         .await
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

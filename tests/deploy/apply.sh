@@ -310,6 +310,30 @@ check "every option on: container port follows config.serverPort, API key from e
   field deployment.yaml '{.spec.template.spec.containers[0].ports[0].containerPort} {.spec.template.spec.containers[0].env[?(@.name=="API_KEY")].valueFrom.secretKeyRef.name}/{.spec.template.spec.containers[0].env[?(@.name=="API_KEY")].valueFrom.secretKeyRef.key} {.spec.template.spec.containers[0].image} {.spec.replicas}' \
   -f "$TMP/all.yaml"
 
+# Gateway mode: the service forwards sandbox traffic itself; one wildcard Ingress (or a
+# LoadBalancer Service) in front of its gateway port, and no Ingress per sandbox.
+GW=(--set config.routingMode=gateway --set config.ingressTlsSecret=sandbox-tls)
+check "gateway mode: render" render "$TMP/gateway.yaml" "${GW[@]}"
+check "gateway mode: the objects (a gateway Service and one wildcard Ingress added)" equals \
+  "ConfigMap Deployment Ingress PodDisruptionBudget Role RoleBinding Secret Service ServiceAccount" kinds "$TMP/gateway.yaml"
+check "gateway mode: the Ingress sends *.{baseDomain} and {baseDomain} to the gateway Service" equals \
+  "*.sandbox.example.com sandbox.example.com|$CHART_NAME-gateway gateway|sandbox-tls" \
+  field gateway-ingress.yaml '{.spec.rules[*].host}|{.spec.rules[1].http.paths[0].backend.service.name} {.spec.rules[0].http.paths[0].backend.service.port.name}|{.spec.tls[0].secretName}' "${GW[@]}"
+check "gateway mode: the Deployment exposes the gateway port" equals "gateway 8081" \
+  field deployment.yaml '{.spec.template.spec.containers[0].ports[1].name} {.spec.template.spec.containers[0].ports[1].containerPort}' "${GW[@]}"
+check "gateway mode: the gateway Service targets it by name" equals "ClusterIP gateway" \
+  field gateway-service.yaml '{.spec.type} {.spec.ports[0].targetPort}' "${GW[@]}"
+check "gateway mode: ROUTING_MODE and GATEWAY_PORT in the ConfigMap" equals "gateway 8081" \
+  field configmap.yaml '{.data.ROUTING_MODE} {.data.GATEWAY_PORT}' "${GW[@]}"
+check "gateway mode: dry-run apply" dry_run "$CHART_NS" "$TMP/gateway.yaml"
+check "gateway mode behind a LoadBalancer: no Ingress at all" equals \
+  "ConfigMap Deployment PodDisruptionBudget Role RoleBinding Secret Service ServiceAccount" \
+  kinds <(template "${GW[@]}" --set gateway.service.type=LoadBalancer --set gateway.ingress.enabled=false)
+check "gateway mode behind a LoadBalancer: the gateway Service's type" equals "LoadBalancer gateway" \
+  field gateway-service.yaml '{.spec.type} {.spec.ports[0].targetPort}' "${GW[@]}" --set gateway.service.type=LoadBalancer --set gateway.ingress.enabled=false
+check "other modes: no gateway objects" equals "0" \
+  bash -c "grep -c 'runtime-api-gateway' '$TMP/default.yaml' || true"
+
 # Sandboxes in another namespace: the Role and RoleBinding go there, bound to the release's SA.
 other_namespace_fields() { # NAMESPACE
   local a b c
@@ -331,21 +355,21 @@ unknown_key_fails() {
   grep -q 'config.noSuchSetting is not a setting of the runtime API' <<<"$out" || { echo "$out"; return 1; }
 }
 check "an unknown config key fails the render with a clear message" unknown_key_fails
-# Drift guard: every setting of the service (src/config/mod.rs) is under `config:` of the chart
-# (the original service's names, src/config/original.rs, are reachable through extraEnv). It
-# fails when it finds too few settings (it once read a file that had moved, and passed).
+# Drift guard: every setting the service reads (src/config/, but the original service's names in
+# src/config/original.rs: reachable through extraEnv) is under `config:` of the chart. It fails
+# when it finds too few settings (it once read a file that had moved, and passed).
 settings_covered() {
   local names missing=() e wanted
   names=$(sed -n '/define "runtime-api.configEnvNames"/,/^{{- end }}/p' "$CHART/templates/_helpers.tpl" | awk 'NF == 2 { print $2 }')
-  wanted=$(grep -oE 'env = "[A-Z0-9_]+"' src/config/mod.rs | cut -d'"' -f2 | sort -u)
-  (($(wc -l <<<"$wanted") >= 40)) || { echo "found only $(wc -l <<<"$wanted") settings in src/config/mod.rs: $wanted"; return 1; }
+  wanted=$(grep -rhoE 'env = "[A-Z0-9_]+"' --exclude=original.rs src/config/ | cut -d'"' -f2 | sort -u)
+  (($(wc -l <<<"$wanted") >= 40)) || { echo "found only $(wc -l <<<"$wanted") settings in src/config/: $wanted"; return 1; }
   for e in $wanted; do
     case $e in API_KEY | POD_NAME) continue ;; esac   # from the Secret / the downward API
     grep -qx "$e" <<<"$names" || missing+=("$e")
   done
   none "not in the chart's config" "${missing[@]}"
 }
-check "the chart's config covers every setting of src/config/mod.rs (API_KEY, POD_NAME set by the Deployment)" settings_covered
+check "the chart's config covers every setting of src/config/ (API_KEY, POD_NAME set by the Deployment)" settings_covered
 no_empty_settings() {
   local out; out=$(field configmap.yaml '{.data}')
   if grep -Eo '"(APP_SERVER_URL|APP_SERVER_PUBLIC_URL|INGRESS_TLS_SECRET|INGRESS_ANNOTATIONS|WORKSPACE_STORAGE_SIZE|RUNTIME_CLASSES|CA_CERT_SECRET|STATE_DIR|PROCESS_AGENT_COMMAND|NAMESPACE)"' <<<"$out"; then return 1; fi

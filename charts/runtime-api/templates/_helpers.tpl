@@ -138,6 +138,20 @@ maintenanceIntervalSeconds: MAINTENANCE_INTERVAL_SECONDS
 orphanGraceSeconds: ORPHAN_GRACE_SECONDS
 leaseName: LEASE_NAME
 leaseDurationSeconds: LEASE_DURATION_SECONDS
+gatewayPort: GATEWAY_PORT
+gatewayUrl: GATEWAY_URL
+gatewayWakeTimeoutSeconds: GATEWAY_WAKE_TIMEOUT_SECONDS
+gatewayUpstreamTimeoutSeconds: GATEWAY_UPSTREAM_TIMEOUT_SECONDS
+gatewayMaxConnectionsPerRuntime: GATEWAY_MAX_CONNECTIONS_PER_RUNTIME
+gatewayActivityIntervalSeconds: GATEWAY_ACTIVITY_INTERVAL_SECONDS
+proxyBaseUrl: PROXY_BASE_URL
+directRouting: DIRECT_ROUTING
+directRoutingCorsAllowOrigin: DIRECT_ROUTING_CORS_ALLOW_ORIGIN
+{{- end }}
+
+{{/* Whether the sandbox gateway runs (ROUTING_MODE=gateway). */}}
+{{- define "runtime-api.gatewayEnabled" -}}
+{{- if eq (toString .Values.config.routingMode) "gateway" }}true{{ end }}
 {{- end }}
 
 {{/*

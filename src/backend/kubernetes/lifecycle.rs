@@ -27,7 +27,7 @@ use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start
 use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
     AgentEndpoint, Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter,
-    PodStatus, Readiness, Runtime, RuntimeSpec, Status, SweepReport, ids,
+    PodStatus, Readiness, RouteTarget, Runtime, RuntimeSpec, Status, SweepReport, ids,
 };
 
 /// How long a write waits for the cache to show it before answering anyway.
@@ -119,6 +119,12 @@ impl KubernetesBackend {
             image: info.spec.image,
             resource_factor: info.spec.resource_factor,
         })
+    }
+
+    /// The IP of the record's current pod, once it has one.
+    fn pod_address(&self, info: &RecordInfo) -> Option<std::net::IpAddr> {
+        let pod = self.inner.store.pod(&pod_name(&info.runtime_id, info.generation))?;
+        pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
     }
 
     /// The cached record of a runtime that is not being stopped.
@@ -368,17 +374,53 @@ impl Backend for KubernetesBackend {
         self.view(&patched).ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 
+    /// Exactly one writer resumes a paused runtime, whichever replica (or gateway request) asks:
+    /// the record's new generation is written only if the record is unchanged since it was read;
+    /// whoever loses finds the runtime resumed by the winner and returns it.
     async fn resume(&self, runtime_id: &str) -> BackendResult<Runtime> {
-        let Current { record, info, known, view } = self.current(self.live_record(runtime_id)?)?;
-        match plan_resume(&known) {
-            ResumePlan::AlreadyRunning => return Ok(view),
-            ResumePlan::CredentialsLost => {
-                return Err(BackendError::internal(format!(
-                    "runtime {runtime_id} has lost its secret; stop it and start a new one"
-                )));
+        let mut first_generation = None;
+        let mut attempts = 0;
+        let (patched, info) = loop {
+            let Current { record, info, known, view } =
+                self.current(self.live_record(runtime_id)?)?;
+            let resumed_by_another = first_generation.is_some_and(|g| info.generation > g);
+            if resumed_by_another && !info.paused {
+                return Ok(view);
             }
-            ResumePlan::Relaunch => {}
-        }
+            match plan_resume(&known) {
+                ResumePlan::AlreadyRunning => return Ok(view),
+                ResumePlan::CredentialsLost => {
+                    return Err(BackendError::internal(format!(
+                        "runtime {runtime_id} has lost its secret; stop it and start a new one"
+                    )));
+                }
+                ResumePlan::Relaunch => {}
+            }
+            first_generation.get_or_insert(info.generation);
+            let version = record.metadata.resource_version.clone().unwrap_or_default();
+            let annotations = json!({
+                ANNOTATION_PAUSED: "false",
+                ANNOTATION_GENERATION: (info.generation + 1).to_string(),
+                ANNOTATION_PAUSED_AT: null,
+                ANNOTATION_PAUSE_REASON: null,
+            });
+            let name = record.name_any();
+            match self.writer().patch_record_at(&name, &version, annotations).await? {
+                Some(patched) => break (patched, info),
+                None if attempts < 5 => {
+                    attempts += 1;
+                    // Someone changed the record since the cache saw it: catch up and decide again.
+                    let fresh = self.writer().get_record(&name).await?;
+                    self.await_cached(&fresh).await;
+                }
+                None => {
+                    return Err(BackendError::conflict(format!(
+                        "runtime {runtime_id} keeps changing; try again"
+                    )));
+                }
+            }
+        };
+        let generation = info.generation + 1;
         let secret_name = object_name(runtime_id);
         let rotated = if self.inner.settings.rotate_key_on_resume {
             let key = ids::new_session_key();
@@ -394,19 +436,6 @@ impl Backend for KubernetesBackend {
         };
         // A new pod generation: the old pod may still be terminating under its own name.
         self.writer().delete_pods(runtime_id).await?;
-        let generation = info.generation + 1;
-        let patched = self
-            .writer()
-            .patch_record(
-                &record.name_any(),
-                json!({
-                    ANNOTATION_PAUSED: "false",
-                    ANNOTATION_GENERATION: generation.to_string(),
-                    ANNOTATION_PAUSED_AT: null,
-                    ANNOTATION_PAUSE_REASON: null,
-                }),
-            )
-            .await?;
         self.writer().event(
             &patched,
             false,
@@ -493,11 +522,39 @@ impl Backend for KubernetesBackend {
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .filter_map(|r| {
                 let info = RecordInfo::parse(r)?;
-                let agent_url = agent_url(s, &info.runtime_id);
+                // The pod's address, as the gateway reaches it; else the runtime's Service (DNS
+                // inside the cluster).
+                let agent_url = match self.pod_address(&info) {
+                    Some(ip) => format!("http://{}", std::net::SocketAddr::new(ip, s.ports.agent)),
+                    None => agent_url(s, &info.runtime_id),
+                };
                 let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
-                Some(Candidate::from_view(self.view(r)?, paused_for, agent_url))
+                let mut candidate = Candidate::from_view(self.view(r)?, paused_for, agent_url);
+                candidate.last_activity = r
+                    .annotations()
+                    .get(record::ANNOTATION_LAST_ACTIVITY)
+                    .and_then(|t| t.parse().ok());
+                Some(candidate)
             })
             .collect())
+    }
+
+    fn route(&self, runtime_id: &str) -> Option<RouteTarget> {
+        let record = self.inner.store.record_for_runtime(runtime_id)?;
+        let info = RecordInfo::parse(&record)?;
+        let view = self.view(&record)?;
+        Some(RouteTarget {
+            status: view.status,
+            status_detail: view.status_detail,
+            address: self.pod_address(&info),
+            ports: self.inner.settings.ports,
+        })
+    }
+
+    async fn record_activity(&self, runtime_id: &str, at: jiff::Timestamp) -> BackendResult<()> {
+        let record = self.live_record(runtime_id)?;
+        let annotations = json!({ record::ANNOTATION_LAST_ACTIVITY: at.to_string() });
+        self.writer().patch_record(&record.name_any(), annotations).await.map(|_| ())
     }
 
     /// See [`KubernetesBackend::sweep_once`].

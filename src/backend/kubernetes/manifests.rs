@@ -31,6 +31,8 @@ use super::record::{
 use super::settings::KubeSettings;
 use crate::config::{self, RoutingMode};
 use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sandbox_environment};
+pub use crate::runtime::urls::Urls;
+use crate::runtime::urls::{self, UrlStyle};
 use crate::runtime::{BackendError, BackendResult, Command, RuntimeSpec};
 
 const CA_MOUNT_DIR: &str = "/etc/runtime-api/ca";
@@ -79,9 +81,10 @@ pub fn secret(
     }
 }
 
-/// In path mode VS Code serves under `/{runtime_id}/vscode`.
+/// With path-shaped URLs VS Code serves under the runtime's path (`/{id}/vscode`, or
+/// `/sandbox/{id}/vscode`).
 fn vscode_base_path(s: &KubeSettings, runtime_id: &str) -> Option<String> {
-    (s.routing == RoutingMode::Path).then(|| format!("/{runtime_id}/vscode"))
+    urls::vscode_base_path(&s.url_style, runtime_id)
 }
 
 fn injected<'a>(
@@ -373,40 +376,15 @@ pub fn service(s: &KubeSettings, id: &Identity<'_>) -> Service {
     }
 }
 
-/// The URLs a client gets; they depend only on the runtime id, so they survive pause and resume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Urls {
-    pub url: String,
-    pub vscode_url: String,
-    pub work_hosts: BTreeMap<String, u16>,
-}
-
+/// The runtime's URLs; they depend only on its id, so they survive pause and resume.
 pub fn urls(s: &KubeSettings, runtime_id: &str) -> Urls {
-    let scheme = &s.url_scheme;
-    let base = &s.base_domain;
-    let at = |prefix: &str| match s.routing {
-        RoutingMode::Subdomain if prefix.is_empty() => format!("{scheme}://{runtime_id}.{base}"),
-        RoutingMode::Subdomain => format!("{scheme}://{prefix}-{runtime_id}.{base}"),
-        RoutingMode::Path if prefix.is_empty() => format!("{scheme}://{base}/{runtime_id}"),
-        RoutingMode::Path => format!("{scheme}://{base}/{runtime_id}/{prefix}"),
-        RoutingMode::Service => {
-            let port = match prefix {
-                "vscode" => s.ports.vscode,
-                "work-1" => s.ports.worker_1,
-                "work-2" => s.ports.worker_2,
-                _ => s.ports.agent,
-            };
-            let service = object_name(runtime_id);
-            format!("http://{service}.{}.svc.cluster.local:{port}", s.namespace)
-        }
-    };
-    Urls {
-        url: at(""),
-        vscode_url: at("vscode"),
-        work_hosts: [(at("work-1"), s.ports.worker_1), (at("work-2"), s.ports.worker_2)]
-            .into_iter()
-            .collect(),
-    }
+    urls::urls(&s.url_style, runtime_id, s.ports).unwrap_or_else(|| {
+        let style = UrlStyle::Subdomain {
+            scheme: s.url_scheme.clone(),
+            base_domain: s.base_domain.clone(),
+        };
+        urls::urls(&style, runtime_id, s.ports).expect("subdomain URLs always exist")
+    })
 }
 
 fn backend(service: &str, port: u16) -> IngressBackend {
@@ -420,8 +398,13 @@ fn backend(service: &str, port: u16) -> IngressBackend {
 }
 
 /// Subdomain mode: four hosts on one Ingress. Path mode: one host, four regex paths rewritten to
-/// the sandbox's root (ingress-nginx annotations). Service mode: none (clients use the Service).
+/// the sandbox's root (ingress-nginx annotations). DIRECT_ROUTING: the original service's
+/// `/sandbox/{id}` paths. Gateway mode: none (one wildcard Ingress fronts the gateway); service
+/// mode: none (in-cluster clients use the Service).
 pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Option<Ingress> {
+    if !s.per_sandbox_ingress() {
+        return None;
+    }
     let service = object_name(id.runtime_id);
     let targets = [
         ("", s.ports.agent),
@@ -431,6 +414,7 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Option<Ingress> {
     ];
     let mut annotations = s.ingress_annotations.clone();
     let (rules, hosts) = match s.routing {
+        _ if s.direct_routing => direct_routing_rules(s, id, &service, &mut annotations),
         RoutingMode::Subdomain => {
             let host = |prefix: &str| {
                 if prefix.is_empty() {
@@ -481,7 +465,7 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Option<Ingress> {
             };
             (vec![rule], vec![s.base_domain.clone()])
         }
-        RoutingMode::Service => return None,
+        RoutingMode::Gateway | RoutingMode::Service => unreachable!("returned above"),
     };
     let mut meta = id.meta(object_name(id.runtime_id), COMPONENT_INGRESS, &s.namespace);
     meta.annotations = (!annotations.is_empty()).then_some(annotations);
@@ -497,6 +481,51 @@ pub fn ingress(s: &KubeSettings, id: &Identity<'_>) -> Option<Ingress> {
         }),
         ..Default::default()
     })
+}
+
+/// The original service's direct routing on one Ingress: `/sandbox/{id}/worker1|worker2|...`
+/// rewritten to the port's root, and `/sandbox/{id}/vscode...` kept whole (VS Code serves under
+/// that base path). ingress-nginx has one rewrite per Ingress, `/$2`: the VS Code regex puts the
+/// whole path in its second group. Longest prefixes first.
+fn direct_routing_rules(
+    s: &KubeSettings,
+    id: &Identity<'_>,
+    service: &str,
+    annotations: &mut BTreeMap<String, String>,
+) -> (Vec<IngressRule>, Vec<String>) {
+    let root = format!("/sandbox/{}", id.runtime_id);
+    annotations.insert("nginx.ingress.kubernetes.io/use-regex".into(), "true".into());
+    annotations.insert("nginx.ingress.kubernetes.io/rewrite-target".into(), "/$2".into());
+    annotations.insert("nginx.ingress.kubernetes.io/websocket-services".into(), service.into());
+    if let Some(origin) = &s.direct_routing_cors_allow_origin {
+        for (k, v) in [
+            ("enable-cors", "true"),
+            ("cors-allow-origin", origin.as_str()),
+            ("cors-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+            (
+                "cors-allow-headers",
+                "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Authorization,X-Session-API-Key",
+            ),
+        ] {
+            annotations.insert(format!("nginx.ingress.kubernetes.io/{k}"), v.into());
+        }
+    }
+    let path = |regex: String, port: u16| HTTPIngressPath {
+        path: Some(regex),
+        path_type: "ImplementationSpecific".into(),
+        backend: backend(service, port),
+    };
+    let paths = vec![
+        path(format!("/()({}/vscode(/.*)?$)", &root[1..]), s.ports.vscode),
+        path(format!("{root}/worker1(/|$)(.*)"), s.ports.worker_1),
+        path(format!("{root}/worker2(/|$)(.*)"), s.ports.worker_2),
+        path(format!("{root}(/|$)(.*)"), s.ports.agent),
+    ];
+    let rule = IngressRule {
+        host: Some(s.base_domain.clone()),
+        http: Some(HTTPIngressRuleValue { paths }),
+    };
+    (vec![rule], vec![s.base_domain.clone()])
 }
 
 /// Only the ingress controller and this service may reach the sandbox; the sandbox may reach
@@ -858,6 +887,65 @@ mod tests {
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH"
             && e.value.as_deref() == Some(format!("/{}/vscode", id.runtime_id).as_str())));
+    }
+
+    #[test]
+    fn gateway_mode_has_no_ingress_and_urls_on_the_gateway() {
+        let id = identity();
+        let s = settings(&["--routing-mode", "gateway", "--base-domain", "sb.example.com"]);
+        assert_eq!(ingress(&s, &id), None);
+        assert_eq!(
+            urls(&s, id.runtime_id).url,
+            format!("https://{}.sb.example.com", id.runtime_id)
+        );
+        let s = settings(&["--routing-mode", "gateway", "--gateway-url", "http://gw:8081/"]);
+        assert_eq!(ingress(&s, &id), None);
+        let u = urls(&s, id.runtime_id);
+        assert_eq!(u.url, format!("http://gw:8081/{}", id.runtime_id));
+        assert_eq!(u.vscode_url, format!("http://gw:8081/{}/vscode", id.runtime_id));
+    }
+
+    #[test]
+    fn direct_routing_is_the_original_sandbox_paths() {
+        let id = identity();
+        let rt = id.runtime_id;
+        let s = settings(&[
+            "--direct-routing",
+            "--base-domain",
+            "oh.example.com",
+            "--direct-routing-cors-allow-origin",
+            "https://app.example.com",
+        ]);
+        let u = urls(&s, rt);
+        assert_eq!(u.url, format!("https://oh.example.com/sandbox/{rt}"));
+        assert_eq!(u.vscode_url, format!("https://oh.example.com/sandbox/{rt}/vscode"));
+        let ing = ingress(&s, &id).unwrap();
+        let notes = ing.metadata.annotations.clone().unwrap();
+        assert_eq!(notes["nginx.ingress.kubernetes.io/rewrite-target"], "/$2");
+        assert_eq!(
+            notes["nginx.ingress.kubernetes.io/cors-allow-origin"],
+            "https://app.example.com"
+        );
+        let rule = &ing.spec.unwrap().rules.unwrap()[0];
+        assert_eq!(rule.host.as_deref(), Some("oh.example.com"));
+        let paths: Vec<(String, i32)> = rule
+            .http
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .map(|p| {
+                let port = p.backend.service.as_ref().unwrap().port.as_ref().unwrap().number;
+                (p.path.clone().unwrap(), port.unwrap())
+            })
+            .collect();
+        assert_eq!(paths[0], (format!("/()(sandbox/{rt}/vscode(/.*)?$)"), 60001));
+        assert_eq!(paths[1], (format!("/sandbox/{rt}/worker1(/|$)(.*)"), 12000));
+        assert_eq!(paths[3], (format!("/sandbox/{rt}(/|$)(.*)"), 60000));
+        let p = pod(&s, &id, &spec(), None, 1, "2026-01-01T00:00:00Z");
+        let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH"
+            && e.value.as_deref() == Some(format!("/sandbox/{rt}/vscode").as_str())));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generatio
 pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
 /// On the record: why maintenance paused it, shown in `status_detail`.
 pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
+/// On the record: the gateway's last request to the runtime (RFC 3339), written at most once per
+/// GATEWAY_ACTIVITY_INTERVAL_SECONDS by whichever replica forwarded it; read by idle pause.
+pub const ANNOTATION_LAST_ACTIVITY: &str = "runtime-api.openhands.dev/last-activity";
 /// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
 pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
 /// Record data: the spec as started, JSON, without environment values (those are in the Secret).
@@ -57,7 +60,7 @@ pub fn record_name(session_hash: &str) -> String {
 
 /// Name of the runtime's Secret, Service, Ingress and NetworkPolicy.
 pub fn object_name(runtime_id: &str) -> String {
-    format!("oh-rt-{runtime_id}")
+    format!("{}{runtime_id}", crate::runtime::urls::SERVICE_PREFIX)
 }
 
 /// Pods get a generation suffix so resume can create a new pod while the old one still terminates.

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::parse::Toleration;
-use crate::config::{Config, RoutingMode};
+use crate::config::{BackendKind, Config, RoutingMode};
 use crate::runtime::env::SandboxPorts;
+use crate::runtime::urls::UrlStyle;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubeSettings {
@@ -13,6 +14,11 @@ pub struct KubeSettings {
     pub base_domain: String,
     pub url_scheme: String,
     pub routing: RoutingMode,
+    /// Shape of runtime URLs (routing mode, PROXY_BASE_URL or DIRECT_ROUTING).
+    pub url_style: UrlStyle,
+    /// DIRECT_ROUTING: per-sandbox Ingress paths `/sandbox/{id}` on BASE_DOMAIN.
+    pub direct_routing: bool,
+    pub direct_routing_cors_allow_origin: Option<String>,
     pub ingress_class: String,
     pub ingress_tls_secret: Option<String>,
     pub ingress_annotations: BTreeMap<String, String>,
@@ -59,6 +65,9 @@ impl KubeSettings {
             base_domain: k.base_domain.clone(),
             url_scheme: k.sandbox_url_scheme.clone(),
             routing: k.routing_mode,
+            url_style: c.url_style_for(BackendKind::Kubernetes),
+            direct_routing: c.gateway.direct_routing,
+            direct_routing_cors_allow_origin: c.gateway.direct_routing_cors_allow_origin.clone(),
             ingress_class: k.ingress_class.clone(),
             ingress_tls_secret: k.ingress_tls_secret.clone(),
             ingress_annotations: k.ingress_annotations.0.clone(),
@@ -89,5 +98,34 @@ impl KubeSettings {
                 query: k.k8s_query_timeout,
             },
         }
+    }
+
+    /// Whether each sandbox gets its own Ingress (so the sweep expects one): not in gateway mode
+    /// (one wildcard route fronts the gateway) nor in service mode (clients use the Service).
+    pub fn per_sandbox_ingress(&self) -> bool {
+        !matches!(self.routing, RoutingMode::Gateway | RoutingMode::Service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn settings(mode: &str) -> KubeSettings {
+        let args =
+            ["runtime-api", "--api-key", "k", "--backend", "kubernetes", "--routing-mode", mode];
+        KubeSettings::from_config(&Config::parse_from(args))
+    }
+
+    /// A regression: service mode created no Ingress, but the sweep expected one, so it took
+    /// every service-mode runtime for half-created.
+    #[test]
+    fn only_the_ingress_modes_give_each_sandbox_an_ingress() {
+        assert!(settings("subdomain").per_sandbox_ingress());
+        assert!(settings("path").per_sandbox_ingress());
+        assert!(!settings("gateway").per_sandbox_ingress());
+        assert!(!settings("service").per_sandbox_ingress());
     }
 }

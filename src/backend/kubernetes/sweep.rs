@@ -61,11 +61,12 @@ pub struct SweepPlan {
 
 /// Decides a sweep round from a snapshot of the records and the objects of every kind. Objects
 /// (and records) younger than `grace` may belong to a start in flight and are left alone;
-/// `claims_expected` says whether runtimes have workspace claims.
+/// `claims_expected` and `ingress_expected` say whether runtimes have those objects.
 pub fn plan(
     records: &[&ConfigMap],
     objects: &[(Kind, &ObjectMeta)],
     claims_expected: bool,
+    ingress_expected: bool,
     grace: Duration,
     now: jiff::Timestamp,
 ) -> SweepPlan {
@@ -117,7 +118,7 @@ pub fn plan(
         let missing = (!info.paused
             && !has(Kind::Pod, &pod_name(&info.runtime_id, info.generation)))
             || !has(Kind::Service, &object)
-            || !has(Kind::Ingress, &object)
+            || (ingress_expected && !has(Kind::Ingress, &object))
             || !has(Kind::NetworkPolicy, &object)
             || (claims_expected && !has(Kind::Claim, &claim_name(&info.runtime_id)));
         if missing {
@@ -151,8 +152,10 @@ impl KubernetesBackend {
         objects.extend(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)));
         objects.extend(claims.iter().map(|o| (Kind::Claim, &o.metadata)));
         let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
+        let ingress_expected = s.per_sandbox_ingress();
+        let now = jiff::Timestamp::now();
         let plan =
-            plan(&record_refs, &objects, claims_expected, s.orphan_grace, jiff::Timestamp::now());
+            plan(&record_refs, &objects, claims_expected, ingress_expected, s.orphan_grace, now);
 
         let mut report = SweepReport::default();
         for (kind, name) in &plan.orphans {
@@ -256,7 +259,7 @@ mod tests {
     fn run(records: &[ConfigMap], objects: &[(Kind, ObjectMeta)], claims: bool) -> SweepPlan {
         let records: Vec<&ConfigMap> = records.iter().collect();
         let objects: Vec<(Kind, &ObjectMeta)> = objects.iter().map(|(k, m)| (*k, m)).collect();
-        plan(&records, &objects, claims, GRACE, now())
+        plan(&records, &objects, claims, true, GRACE, now())
     }
 
     #[test]
@@ -303,6 +306,17 @@ mod tests {
             run(&records, &objects, false).records,
             [RecordAction::RemoveLostSecret("lost".into()), RecordAction::Repair(1)]
         );
+    }
+
+    #[test]
+    fn gateway_mode_expects_no_ingress() {
+        let objects: Vec<(Kind, ObjectMeta)> =
+            complete("g", 600, false).into_iter().filter(|(k, _)| *k != Kind::Ingress).collect();
+        let records = [record("g", 600, false)];
+        let refs: Vec<&ConfigMap> = records.iter().collect();
+        let metas: Vec<(Kind, &ObjectMeta)> = objects.iter().map(|(k, m)| (*k, m)).collect();
+        assert!(plan(&refs, &metas, false, false, GRACE, now()).records.is_empty());
+        assert_eq!(run(&records, &objects, false).records, [RecordAction::Repair(0)]);
     }
 
     #[test]

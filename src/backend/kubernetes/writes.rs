@@ -218,6 +218,26 @@ impl Writer {
         result.map_err(|e| kube_error("updating the runtime record", e))
     }
 
+    /// [`Writer::patch_record`] only while the record is at `resource_version` (optimistic
+    /// concurrency): `None` when another writer changed it first.
+    pub async fn patch_record_at(
+        &self,
+        name: &str,
+        resource_version: &str,
+        annotations: serde_json::Value,
+    ) -> BackendResult<Option<ConfigMap>> {
+        let patch = Patch::Merge(json!({
+            "metadata": {"resourceVersion": resource_version, "annotations": annotations}
+        }));
+        let result = self.api::<ConfigMap>().patch(name, &PatchParams::default(), &patch).await;
+        self.count("patch", "runtime record", &result);
+        match result {
+            Ok(patched) => Ok(Some(patched)),
+            Err(e) if api_code(&e) == Some(409) => Ok(None),
+            Err(e) => Err(kube_error("updating the runtime record", e)),
+        }
+    }
+
     /// Merges base64-encoded `data` into a Secret.
     pub async fn patch_secret_data(
         &self,

@@ -20,9 +20,10 @@ use self::record::{ProcessId, Record, RuntimeDir};
 use super::locks::KeyedLocks;
 use crate::runtime::env::{Injected, sandbox_environment};
 use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
+use crate::runtime::urls::{self, UrlStyle, Urls};
 use crate::runtime::{
     Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter, PodStatus, Readiness,
-    Runtime, RuntimeSpec, Status, ids,
+    RouteTarget, Runtime, RuntimeSpec, Status, ids,
 };
 use crate::telemetry::Metrics;
 
@@ -40,6 +41,8 @@ pub struct ProcessSettings {
     pub app_server_url: Option<String>,
     pub app_server_public_url: Option<String>,
     pub rotate_key_on_resume: bool,
+    /// Shape of the URLs handed to clients ([`UrlStyle::Direct`]: the loopback ports).
+    pub url_style: UrlStyle,
 }
 
 #[derive(Clone)]
@@ -78,6 +81,8 @@ struct Entry {
     launched_at: Instant,
     /// The record on disk could not be read: only `/stop` applies (it removes the files).
     unreadable: bool,
+    /// The gateway's last request to it (one service owns the state directory: memory is enough).
+    last_activity: Option<jiff::Timestamp>,
 }
 
 struct Running {
@@ -97,6 +102,7 @@ impl Entry {
             op_lock: Arc::default(),
             launched_at: Instant::now(),
             unreadable: false,
+            last_activity: None,
         }
     }
 
@@ -152,6 +158,11 @@ impl Entry {
     }
 
     fn view(&self) -> Runtime {
+        self.view_with(&UrlStyle::Direct)
+    }
+
+    /// What clients see, with URLs in `style` (the agent's own address when `Direct`).
+    fn view_with(&self, style: &UrlStyle) -> Runtime {
         let (status, pod_status, mut status_detail) = derive_status(
             self.record.paused,
             self.failure.as_deref(),
@@ -163,20 +174,25 @@ impl Entry {
         }
         let ports = self.record.ports;
         let url = |port: u16| format!("http://127.0.0.1:{port}");
-        Runtime {
-            runtime_id: self.record.runtime_id.clone(),
-            session_id: self.record.spec.session_id.clone(),
+        let urls = urls::urls(style, &self.record.runtime_id, ports).unwrap_or_else(|| Urls {
             url: url(ports.agent),
-            session_api_key: self.record.session_api_key.clone(),
-            status,
-            pod_status,
+            vscode_url: url(ports.vscode),
             work_hosts: [
                 (url(ports.worker_1), ports.worker_1),
                 (url(ports.worker_2), ports.worker_2),
             ]
             .into_iter()
             .collect(),
-            vscode_url: Some(url(ports.vscode)),
+        });
+        Runtime {
+            runtime_id: self.record.runtime_id.clone(),
+            session_id: self.record.spec.session_id.clone(),
+            url: urls.url,
+            session_api_key: self.record.session_api_key.clone(),
+            status,
+            pod_status,
+            work_hosts: urls.work_hosts,
+            vscode_url: Some(urls.vscode_url),
             restart_count: 0,
             restart_reasons: Vec::new(),
             status_detail,
@@ -398,12 +414,13 @@ impl Inner {
                 Some(format!("port {port} of this runtime is in use by another process"));
             return;
         }
+        let base_path = urls::vscode_base_path(&self.settings.url_style, &entry.record.runtime_id);
         let injected = Injected {
             session_key: &entry.record.session_api_key,
             app_server_url: self.settings.app_server_url.as_deref(),
             app_server_public_url: self.settings.app_server_public_url.as_deref(),
             ports,
-            vscode_base_path: None,
+            vscode_base_path: base_path.as_deref(),
         };
         let sandbox_env = sandbox_environment(&entry.record.spec.environment, &injected);
         let env = launch::process_environment(
@@ -553,10 +570,11 @@ async fn terminate(running: Running) {
 impl Backend for ProcessBackend {
     async fn start(&self, spec: RuntimeSpec) -> BackendResult<Runtime> {
         let _serialised = self.inner.start_locks.lock(&spec.session_id).await;
+        let style = &self.inner.settings.url_style;
         let existing = {
             let state = self.inner.lock();
             let id = state.sessions.get(&spec.session_id);
-            id.and_then(|id| state.runtimes.get(id)).map(|e| (e.known(), e.view()))
+            id.and_then(|id| state.runtimes.get(id)).map(|e| (e.known(), e.view_with(style)))
         };
         match (plan_start(existing.as_ref().map(|(known, _)| known)), existing) {
             (StartPlan::Create, _) | (_, None) => {}
@@ -601,7 +619,7 @@ impl Backend for ProcessBackend {
         Inner::persist(&entry)?;
         self.inner.launch(&mut entry);
         Inner::persist(&entry)?;
-        let view = entry.view();
+        let view = entry.view_with(&self.inner.settings.url_style);
         tracing::info!(runtime_id = %runtime_id, session_id = %view.session_id, "runtime created");
         state.sessions.insert(view.session_id.clone(), runtime_id.clone());
         state.runtimes.insert(runtime_id, entry);
@@ -609,12 +627,21 @@ impl Backend for ProcessBackend {
     }
 
     async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>> {
-        Ok(self.inner.lock().runtimes.get(runtime_id).map(Entry::view))
+        Ok(self
+            .inner
+            .lock()
+            .runtimes
+            .get(runtime_id)
+            .map(|e| e.view_with(&self.inner.settings.url_style)))
     }
 
     async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>> {
         let state = self.inner.lock();
-        Ok(state.sessions.get(session_id).and_then(|id| state.runtimes.get(id)).map(Entry::view))
+        Ok(state
+            .sessions
+            .get(session_id)
+            .and_then(|id| state.runtimes.get(id))
+            .map(|e| e.view_with(&self.inner.settings.url_style)))
     }
 
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>> {
@@ -623,7 +650,7 @@ impl Backend for ProcessBackend {
             .lock()
             .runtimes
             .values()
-            .map(Entry::view)
+            .map(|e| e.view_with(&self.inner.settings.url_style))
             .filter(|r| filter.matches(r.status))
             .collect())
     }
@@ -639,7 +666,7 @@ impl Backend for ProcessBackend {
                 .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
             entry.check_readable()?;
             if entry.record.paused {
-                return Ok(entry.view());
+                return Ok(entry.view_with(&self.inner.settings.url_style));
             }
             entry.record.paused = true;
             entry.record.paused_at = Some(jiff::Timestamp::now().to_string());
@@ -649,7 +676,7 @@ impl Backend for ProcessBackend {
             entry.ready = false;
             entry.failure = None;
             Inner::persist(entry)?;
-            (entry.running.take(), entry.view())
+            (entry.running.take(), entry.view_with(&self.inner.settings.url_style))
         };
         if let Some(running) = running {
             terminate(running).await;
@@ -669,7 +696,9 @@ impl Backend for ProcessBackend {
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))?;
         entry.check_readable()?;
         match plan_resume(&entry.known()) {
-            ResumePlan::AlreadyRunning => return Ok(entry.view()),
+            ResumePlan::AlreadyRunning => {
+                return Ok(entry.view_with(&self.inner.settings.url_style));
+            }
             ResumePlan::CredentialsLost => {
                 return Err(BackendError::internal(format!(
                     "runtime {runtime_id} has no session key"
@@ -686,7 +715,7 @@ impl Backend for ProcessBackend {
         self.inner.launch(entry);
         Inner::persist(entry)?;
         tracing::info!(runtime_id, session_id = %entry.record.spec.session_id, "runtime resumed");
-        Ok(entry.view())
+        Ok(entry.view_with(&self.inner.settings.url_style))
     }
 
     async fn stop(&self, runtime_id: &str) -> BackendResult<Runtime> {
@@ -718,7 +747,7 @@ impl Backend for ProcessBackend {
             Err(_) => tokio::fs::remove_dir_all(&entry.dir.0).await,
         };
         removal.map_err(internal("runtime stopped, but its files could not be removed"))?;
-        let view = entry.view().stopped();
+        let view = entry.view_with(&self.inner.settings.url_style).stopped();
         tracing::info!(runtime_id, session_id = %view.session_id, "runtime stopped");
         Ok(view)
     }
@@ -737,6 +766,25 @@ impl Backend for ProcessBackend {
         Readiness::Ready
     }
 
+    fn route(&self, runtime_id: &str) -> Option<RouteTarget> {
+        let state = self.inner.lock();
+        let entry = state.runtimes.get(runtime_id)?;
+        let view = entry.view();
+        Some(RouteTarget {
+            status: view.status,
+            status_detail: view.status_detail,
+            address: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+            ports: entry.record.ports,
+        })
+    }
+
+    async fn record_activity(&self, runtime_id: &str, at: jiff::Timestamp) -> BackendResult<()> {
+        if let Some(entry) = self.inner.lock().runtimes.get_mut(runtime_id) {
+            entry.last_activity = Some(at);
+        }
+        Ok(())
+    }
+
     async fn candidates(&self) -> BackendResult<Vec<Candidate>> {
         let now = jiff::Timestamp::now();
         Ok(self
@@ -753,8 +801,10 @@ impl Backend for ProcessBackend {
                     .as_deref()
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .map(|t| now.duration_since(t).unsigned_abs());
-                let agent_url = view.url.clone();
-                Candidate::from_view(view, paused_for, agent_url)
+                let agent_url = format!("http://127.0.0.1:{}", e.record.ports.agent);
+                let mut candidate = Candidate::from_view(view, paused_for, agent_url);
+                candidate.last_activity = e.last_activity;
+                candidate
             })
             .collect())
     }
