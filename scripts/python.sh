@@ -158,8 +158,9 @@ else
     echo "$(( $(now) - t0 ))" > "$VENV/.install-seconds"
     touch "$VENV/.complete"
     log "venv installed in $(( $(now) - t0 )) s"
-    # keep only the current venv and the bootstrap-free set
-    for old in "$CACHE"/venvs/e2e-*; do
+    # Keep the three newest venvs (other checkouts of the repository may be using an older one
+    # right now: deleting every other venv broke their runs); remove the rest.
+    for old in $(ls -1dt "$CACHE"/venvs/e2e-* 2>/dev/null | tail -n +4); do
         [ "$old" = "$VENV" ] || { log "removing stale venv $old"; rm -rf "$old"; }
     done
 fi
