@@ -56,6 +56,16 @@ def gateway_service(agent_command: str | None) -> tuple[Service, int]:
     return Service(state_dir=new_state_dir("runtime-api-bench-gw-"), extra_env=env).start(), port
 
 
+def stop_all(svc: Service) -> None:
+    """Stops every runtime of `svc` (agent servers outlive the service on purpose)."""
+    try:
+        with svc.client(timeout=60) as api:
+            for rt in api.get("/list", params={"status": "all"}).json()["runtimes"]:
+                api.post("/stop", json={"runtime_id": rt["runtime_id"]})
+    finally:
+        svc.stop()
+
+
 def started(svc: Service, api: httpx.Client) -> tuple[str, int]:
     """A running runtime's id and its agent's own port (from its record)."""
     body = api.post("/start", json=start_payload(f"bench-gw-{time.time_ns()}")).json()
@@ -121,10 +131,9 @@ def wake_latency(wakes: int) -> dict:
                 c.get(f"http://127.0.0.1:{port}/{rid}/alive").raise_for_status()
                 times.append(time.perf_counter() - t0)
                 print(f"  wake {i + 1}: {times[-1]:.2f} s", file=sys.stderr)
-            api.post("/stop", json={"runtime_id": rid})
         return {"median_s": statistics.median(times), "runs_s": times}
     finally:
-        svc.stop()
+        stop_all(svc)
 
 
 def kube_objects() -> dict:
@@ -146,9 +155,8 @@ def kube_objects() -> dict:
                      "-o", "jsonpath={range .items[*]}{.kind}{\"\\n\"}{end}"],
                     check=True, capture_output=True, text=True).stdout.split()
                 out[mode] = {"objects": len(listed), "kinds": sorted(listed)}
-                api.post("/stop", json={"runtime_id": rid})
         finally:
-            svc.stop()
+            stop_all(svc)
             subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
     return out
 
@@ -176,9 +184,8 @@ def main() -> None:
             print("WebSocket round trips...", file=sys.stderr)
             results["websocket_rtt"] = websocket_rtt(
                 {"direct": f"ws://{direct}/ws", "gateway": f"ws://{through}/ws"}, args.requests)
-            api.post("/stop", json={"runtime_id": rid})
     finally:
-        svc.stop()
+        stop_all(svc)
     print("wake latency (real agent server)...", file=sys.stderr)
     results["wake_process_backend"] = wake_latency(args.wakes)
     results["agent_cold_start_direct"] = {"median_s": statistics.median(direct_cold_start(args.wakes))}

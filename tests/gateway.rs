@@ -191,7 +191,7 @@ async fn hostile_spellings_never_reach_another_runtime() {
         ("/0123456789abcdef0123456789abcdef/echo".to_string(), 404),
     ] {
         // reqwest would normalise `..`: send the request target as written.
-        let (code, body) = raw_get(&gw.url, &path, &format!("127.0.0.1")).await;
+        let (code, body) = raw_get(&gw.url, &path, "127.0.0.1").await;
         assert_eq!(code, status, "{path}: {body}");
         let parsed: Value =
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {body}"));

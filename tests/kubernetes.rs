@@ -337,6 +337,67 @@ async fn twenty_concurrent_starts_for_one_session_create_one_runtime() {
     assert_eq!(objects.iter().filter(|o| o.starts_with("configmap/")).count(), 1, "{objects:?}");
 }
 
+/// Resume is decided by the record: whichever replica writes the next pod generation first wins
+/// (a write conditional on the record's resourceVersion), the others find it resumed. The
+/// gateway's wake relies on it across replicas.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn twenty_concurrent_resumes_over_two_instances_resume_once() {
+    let ns = TestNamespace::new("resume-once").await;
+    let state = StateDir::new();
+    let a = Arc::new(ns.service(&state, &[]).await);
+    let b = Arc::new(ns.service(&state, &[]).await);
+    let id = id_of(&a.start_session("resume-once").await);
+    a.wait_running(&id).await;
+    a.post("/pause", json!({"runtime_id": id})).await;
+    for svc in [&a, &b] {
+        svc.wait_for(&id, "paused", |r| r["status"] == "paused").await;
+    }
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.clone();
+            tokio::spawn(async move { svc.post("/resume", json!({"runtime_id": id})).await })
+        })
+        .collect();
+    for t in tasks {
+        let (code, body) = t.await.unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let records = kubectl(&[
+        "get",
+        "configmaps",
+        "-n",
+        &ns.name,
+        "-l",
+        &format!("runtime-api.openhands.dev/runtime-id={id}"),
+        "-o",
+        "jsonpath={.items[0].metadata.annotations.runtime-api\\.openhands\\.dev/pod-generation}",
+    ]);
+    assert_eq!(records.trim(), "2", "one resume: generation 1 -> 2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "reason=Resumed",
+            "-o",
+            "name",
+        ]);
+        let count = events.lines().count();
+        assert!(count <= 1, "more than one resume: {events}");
+        if count == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Resumed event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.wait_running(&id).await;
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn two_instances_share_the_cluster_as_the_only_truth() {

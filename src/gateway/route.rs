@@ -239,7 +239,7 @@ mod tests {
         for not_found in [
             format!("/{upper}/alive"),
             format!("/{encoded}/alive"),
-            format!("/%30123456789abcdef0123456789abcdef/alive"),
+            "/%30123456789abcdef0123456789abcdef/alive".to_string(),
             format!("/{A}%2Falive"),
             "/".to_string(),
             "//x".to_string(),
