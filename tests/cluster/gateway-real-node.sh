@@ -8,7 +8,9 @@
 # node's bridge. A real agent-server pod (the image built by scripts/images.sh) is started through
 # the API and used through either replica's gateway (by path and by host); no Ingress exists; then
 # it is paused, and 10 requests to each replica's gateway wake it: every request answered, the
-# record's pod generation moved by exactly one, one Resumed event. Prints the wake latency.
+# record's pod generation moved by exactly one, one Resumed event. Prints the wake latency. Then the
+# real SDK from this machine goes through a third instance's gateway (gateway_sdk_client.py):
+# commands, 50 MB up and down, the bash-events WebSocket, a paused sandbox woken by a command.
 #
 # Sandbox pods get no toleration from the service, so the real node's taint is lifted while this
 # runs (it must run alone: scripts/test.sh runs it in a step of its own) and restored at exit.
@@ -104,8 +106,30 @@ api /stop -d "{\"runtime_id\": \"$ID\"}" >/dev/null
 gone() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${GW[1]}/$ID/alive") == 404 ]]; }
 eventually 30 "after stop the gateway answers 404" gone
 
+# The real SDK from this machine through a gateway (tests/cluster/gateway_sdk_client.py): it needs
+# host-shaped runtime URLs, so a third instance hands out http://{id}.localhost:PORT.
+API[2]=$(free_port); GW[2]=$(free_port)
+env -i PATH="$PATH" HOME="$TMP" KUBECONFIG="$KUBECONFIG" API_KEY="$KEY" BACKEND=kubernetes \
+  NAMESPACE="$NS" SERVER_PORT="${API[2]}" ROUTING_MODE=gateway GATEWAY_PORT="${GW[2]}" \
+  GATEWAY_URL="http://*.localhost:${GW[2]}" POD_NAME="replica-2" \
+  SANDBOX_NODE_SELECTOR="kubernetes.io/hostname=$NODE" SANDBOX_CPU_REQUEST=100m \
+  SANDBOX_MEMORY_REQUEST=256Mi RUNTIME_IDLE_SECONDS=0 RUST_LOG=info \
+  "$BIN" >"$TMP/replica-2.log" 2>&1 &
+PIDS+=($!)
+eventually 30 "a third instance (runtime URLs http://{id}.localhost:PORT) is ready" curl -sf "http://127.0.0.1:${API[2]}/readyz"
+PYENV=$("$ROOT/scripts/python.sh") || exit 2
+eval "$PYENV"
+python "$ROOT/tests/cluster/gateway_sdk_client.py" "http://127.0.0.1:${API[2]}" "$KEY" "${GW[2]}" \
+  "$RUNTIME_API_AGENT_IMAGE" >"$TMP/sdk.log" 2>&1
+SDK_RC=$?
+grep -E '^(PASS|FAIL)' "$TMP/sdk.log" | sed 's/^/  sdk: /'
+sdk_ok() { [[ $SDK_RC == 0 ]] && grep -q '^OK: 0 failed' "$TMP/sdk.log" && (($(grep -c '^PASS' "$TMP/sdk.log") >= 8)) || { tail -n 30 "$TMP/sdk.log"; return 1; }; }
+check "the real SDK from this machine through the gateway passed all its checks" sdk_ok
+sdk_gone() { [[ -z $(kubectl get pods,configmaps -n "$NS" -l app.kubernetes.io/managed-by=runtime-api -o name) ]]; }
+eventually 60 "after the SDK's stop nothing of its runtime is left" sdk_gone
+
 if ((FAILED > 0)); then
-  for n in 0 1; do echo "--- replica $n log (tail)"; tail -n 30 "$TMP/replica-$n.log"; done
+  for n in 0 1 2; do echo "--- replica $n log (tail)"; tail -n 30 "$TMP/replica-$n.log"; done
 fi
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))
