@@ -19,23 +19,21 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
+use common::namespace::TestNamespace;
 use common::{Service, StateDir};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, Resource};
+use kube::Resource;
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-const NEEDS_CLUSTER: &str = "needs a Kubernetes API server: run scripts/test.sh";
 const MANAGED: &str = "app.kubernetes.io/managed-by=runtime-api";
 const RUNTIME_ID_LABEL: &str = "runtime-api.openhands.dev/runtime-id";
 const SESSION_HASH_LABEL: &str = "runtime-api.openhands.dev/session-hash";
@@ -120,50 +118,7 @@ impl Object {
     }
 }
 
-fn kubectl(args: &[&str]) -> String {
-    let out = Command::new("kubectl").args(args).output().expect("kubectl on PATH");
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A namespace with the service's RBAC applied, deleted when the test ends.
-struct TestNamespace {
-    name: String,
-    admin: Client,
-    dir: tempfile::TempDir,
-}
-
 impl TestNamespace {
-    async fn new(prefix: &str) -> TestNamespace {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let admin = Client::try_default().await.expect(NEEDS_CLUSTER);
-        let name = format!("{prefix}-{}", &runtime_api::runtime::ids::new_runtime_id()[..8]);
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        let rbac = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
-        kubectl(&["apply", "-n", &name, "-f", rbac.to_str().unwrap()]);
-        TestNamespace { name, admin, dir: tempfile::tempdir().unwrap() }
-    }
-
-    /// A kubeconfig that authenticates as the namespace's `runtime-api` ServiceAccount, so a
-    /// missing permission shows here too.
-    fn service_account_kubeconfig(&self) -> PathBuf {
-        let token =
-            kubectl(&["create", "token", "runtime-api", "-n", &self.name, "--duration", "2h"]);
-        let server = std::env::var("RUNTIME_API_CLUSTER_SERVER").expect(NEEDS_CLUSTER);
-        let ca = std::env::var("RUNTIME_API_CLUSTER_CA").expect(NEEDS_CLUSTER);
-        let config = json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
-            "users": [{"name": "runtime-api", "user": {"token": token.trim()}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "runtime-api", "namespace": self.name}}],
-            "current-context": "test"
-        });
-        let path = self.dir.path().join(format!("sa-{}.kubeconfig", common::free_port()));
-        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-        path
-    }
-
     /// A service instance on this namespace, ready (its caches synced).
     async fn service(&self, state: &StateDir) -> Service {
         let kubeconfig = self.service_account_kubeconfig();
@@ -202,14 +157,6 @@ impl TestNamespace {
         all.extend(self.list::<NetworkPolicy>("networkpolicy").await?);
         all.extend(self.list::<PersistentVolumeClaim>("claim").await?);
         Ok(all)
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
     }
 }
 

@@ -8,79 +8,24 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::namespace::{TestNamespace, kubectl};
 use common::{Service, StateDir};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const NEEDS_CLUSTER: &str = "needs a Kubernetes API server: run scripts/test.sh";
 const RUNTIME_ID_LABEL: &str = "runtime-api.openhands.dev/runtime-id";
 const SESSION_HASH_LABEL: &str = "runtime-api.openhands.dev/session-hash";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kubectl(args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .args(args)
-        .output()
-        .expect("kubectl on PATH (scripts/cluster.sh up puts it there)");
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-async fn admin() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the test cluster (eval \"$(scripts/cluster.sh up)\")")
-}
-
-/// A namespace with the service's RBAC applied, deleted when the test ends.
-struct TestNamespace {
-    name: String,
-    dir: tempfile::TempDir,
-    admin: Client,
-}
-
 impl TestNamespace {
-    async fn new(prefix: &str) -> TestNamespace {
-        let admin = admin().await;
-        let name = format!("{prefix}-{}", &runtime_api::runtime::ids::new_runtime_id()[..8]);
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        kubectl(&["apply", "-n", &name, "-f", repo().join("deploy/rbac.yaml").to_str().unwrap()]);
-        TestNamespace { name, dir: tempfile::tempdir().unwrap(), admin }
-    }
-
-    /// A kubeconfig that authenticates as the namespace's `runtime-api` ServiceAccount.
-    fn service_account_kubeconfig(&self) -> PathBuf {
-        let token =
-            kubectl(&["create", "token", "runtime-api", "-n", &self.name, "--duration", "2h"]);
-        let server = std::env::var("RUNTIME_API_CLUSTER_SERVER").expect(NEEDS_CLUSTER);
-        let ca = std::env::var("RUNTIME_API_CLUSTER_CA").expect(NEEDS_CLUSTER);
-        let config = json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
-            "users": [{"name": "runtime-api", "user": {"token": token.trim()}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "runtime-api", "namespace": self.name}}],
-            "current-context": "test"
-        });
-        let path = self.dir.path().join(format!("sa-{}.kubeconfig", common::free_port()));
-        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-        path
-    }
-
     async fn service(&self, state: &StateDir, extra: &[(&str, &str)]) -> Service {
         let kubeconfig = self.service_account_kubeconfig();
         let mut env = vec![
@@ -146,14 +91,6 @@ impl TestNamespace {
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect()
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
     }
 }
 

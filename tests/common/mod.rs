@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod namespace;
 pub mod otlp;
 
 use std::net::TcpListener;

@@ -15,8 +15,9 @@ use serde_json::json;
 
 use super::manifests::{self, Identity};
 use super::record::{
-    self, ANNOTATION_GENERATION, ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT,
-    RecordInfo, claim_name, object_name, pod_name, runtime_id_of, secret_value,
+    self, ANNOTATION_GENERATION, ANNOTATION_GENERATION_AT, ANNOTATION_PAUSE_REASON,
+    ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, RecordInfo, claim_name, object_name, pod_name,
+    runtime_id_of, secret_value,
 };
 use super::status;
 use super::store;
@@ -394,6 +395,16 @@ impl Backend for KubernetesBackend {
                         "runtime {runtime_id} has lost its secret; stop it and start a new one"
                     )));
                 }
+                // Not paused and no pod: a resume decided this generation moments ago (here or on
+                // another replica) and its pod is not created or not cached yet. Relaunching
+                // then made two resumes out of one; a pod still missing after the orphan grace
+                // is lost, and this relaunches it (as the sweep's repair would).
+                ResumePlan::Relaunch
+                    if !info.paused
+                        && decided_recently(&info, self.inner.settings.orphan_grace) =>
+                {
+                    return Ok(view);
+                }
                 ResumePlan::Relaunch => {}
             }
             first_generation.get_or_insert(info.generation);
@@ -401,6 +412,7 @@ impl Backend for KubernetesBackend {
             let annotations = json!({
                 ANNOTATION_PAUSED: "false",
                 ANNOTATION_GENERATION: (info.generation + 1).to_string(),
+                ANNOTATION_GENERATION_AT: jiff::Timestamp::now().to_string(),
                 ANNOTATION_PAUSED_AT: null,
                 ANNOTATION_PAUSE_REASON: null,
             });
@@ -564,6 +576,12 @@ impl Backend for KubernetesBackend {
 }
 
 /// The agent server of a runtime, through its Service, inside the cluster.
+/// Whether the record's current pod generation was decided less than `grace` ago.
+fn decided_recently(info: &RecordInfo, grace: Duration) -> bool {
+    info.generation_at
+        .is_some_and(|t| jiff::Timestamp::now().duration_since(t).unsigned_abs() < grace)
+}
+
 fn agent_url(s: &KubeSettings, runtime_id: &str) -> String {
     format!("http://{}.{}.svc:{}", object_name(runtime_id), s.namespace, s.ports.agent)
 }

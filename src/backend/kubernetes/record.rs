@@ -32,6 +32,8 @@ pub const ANNOTATION_PAUSED: &str = "runtime-api.openhands.dev/paused";
 pub const ANNOTATION_GENERATION: &str = "runtime-api.openhands.dev/pod-generation";
 /// On the record: when it was paused (RFC 3339), for dead cleanup.
 pub const ANNOTATION_PAUSED_AT: &str = "runtime-api.openhands.dev/paused-at";
+/// When the current pod generation was decided (by a resume): its pod may not exist yet.
+pub const ANNOTATION_GENERATION_AT: &str = "runtime-api.openhands.dev/generation-at";
 /// On the record: why maintenance paused it, shown in `status_detail`.
 pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reason";
 /// On the record: the gateway's last request to the runtime (RFC 3339), written at most once per
@@ -163,6 +165,8 @@ pub struct RecordInfo {
     pub created_at: String,
     pub paused_at: Option<jiff::Timestamp>,
     pub pause_reason: Option<String>,
+    /// When the current generation was decided: the resume's time, else the creation's.
+    pub generation_at: Option<jiff::Timestamp>,
 }
 
 impl RecordInfo {
@@ -185,6 +189,10 @@ impl RecordInfo {
             created_at: data.get(DATA_CREATED_AT).cloned().unwrap_or_default(),
             paused_at: annotations.get(ANNOTATION_PAUSED_AT).and_then(|t| t.parse().ok()),
             pause_reason: annotations.get(ANNOTATION_PAUSE_REASON).cloned(),
+            generation_at: annotations
+                .get(ANNOTATION_GENERATION_AT)
+                .and_then(|t| t.parse().ok())
+                .or_else(|| record.metadata.creation_timestamp.as_ref().map(|t| t.0)),
         })
     }
 }
