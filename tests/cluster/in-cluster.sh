@@ -15,11 +15,16 @@
 #    commands, what the pod spec promises seen from inside the sandbox, upload/download,
 #    pause/resume with the workspace volume, stop; both list forms of `command`; three sandboxes
 #    at once; idle pause by the leader (through the Service name) and resume; failures as the
-#    kubelet and scheduler report them (image, crash loop, unschedulable); the leader's pod
+#    kubelet and scheduler report them (image, crash loop, unschedulable), each then paused by
+#    the failure cleanup (RUNTIME_FAILED_SECONDS); the leader's pod
 #    deleted during ten concurrent SDK starts (one sandbox per session, the Lease moves);
 #  - after the client: no sandbox object, claim, volume, pod or container is left;
 #  - helm upgrade with a changed setting rolls both replicas while a client polls /list through
-#    the Service: no request fails.
+#    the Service: no request fails;
+#  - the release switched to ROUTING_MODE=gateway, its gateway Service port-forwarded to this
+#    machine, and the same SDK client here (CLIENT_MODE=gateway): start, commands, the pod spec's
+#    promises, upload/download, pause/resume with the workspace volume, stop, three at once;
+#    nothing left after it.
 # Prints every check, exits non-zero if any failed, deletes its namespace.
 set -uo pipefail
 
@@ -41,12 +46,13 @@ FULLNAME=$RELEASE-runtime-api
 API_KEY="in-cluster-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 HELM=$(scripts/helm.sh) || exit 2
 TMP=$(mktemp -d)
-CLIENT_TIMEOUT=${IN_CLUSTER_CLIENT_TIMEOUT:-900}
+CLIENT_TIMEOUT=${IN_CLUSTER_CLIENT_TIMEOUT:-1500}
 # Sandboxes: small requests, so twenty fit on the node; limits the agent server lives with (it
 # was OOM-killed at 256Mi); the client asks for resource_factor 2.
 MEMORY_LIMIT_MI=1024
 FACTOR=2
 IDLE_SECONDS=60
+FAILED_SECONDS=20
 
 cleanup() {
   "$HELM" uninstall "$RELEASE" -n "$NS" --wait=false >/dev/null 2>&1 || true
@@ -85,6 +91,7 @@ config:
   workspaceStorageClass: $STORAGE_CLASS
   leaseDurationSeconds: 5
   runtimeIdleSeconds: $IDLE_SECONDS
+  runtimeFailedSeconds: $FAILED_SECONDS
   maintenanceIntervalSeconds: 5
 EOF
 check "helm install of charts/runtime-api (2 replicas on the real node, ROUTING_MODE=service)" \
@@ -155,6 +162,7 @@ spec:
     - {name: EXPECTED_MEMORY_MAX, value: "$((MEMORY_LIMIT_MI * FACTOR * 1024 * 1024))"}
     - {name: E2E_MARKER, value: "$MARKER"}
     - {name: IDLE_SECONDS, value: "$IDLE_SECONDS"}
+    - {name: FAILED_SECONDS, value: "$FAILED_SECONDS"}
     - {name: NAMESPACE, value: "$NS"}
     - {name: LEASE_NAME, value: runtime-api-leader}
     - {name: HOME, value: /tmp}
@@ -173,7 +181,7 @@ kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
 grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
 client_ok() {
   [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
-    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 29)) \
+    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 32)) \
     || { tail -n 40 "$TMP/client.log"; return 1; }
 }
 check "the in-cluster SDK client passed all its checks" client_ok
@@ -235,6 +243,45 @@ no_failed_request() {
 }
 check "no request failed while the replicas rolled" no_failed_request
 grep -h "requests during the upgrade" <(no_failed_request) | sed 's/^/      /'
+
+# ------------------------------------------- the SDK from this machine ----
+# The same release switched to ROUTING_MODE=gateway, its gateway Service reached from this machine
+# by `kubectl port-forward` (as an operator tries it before any Ingress or load balancer), and the
+# real SDK here: runtime URLs http://{id}.localhost:PORT, every sandbox request through the gateway
+# of a replica in the cluster.
+GW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+check "helm upgrade to ROUTING_MODE=gateway (GATEWAY_URL http://*.localhost:$GW_PORT, no Ingress)" \
+  "$HELM" upgrade "$RELEASE" charts/runtime-api -n "$NS" -f "$TMP/values.yaml" --set config.logFormat=json \
+  --set config.routingMode=gateway --set-string "config.gatewayUrl=http://*.localhost:$GW_PORT" \
+  --set gateway.ingress.enabled=false --wait --timeout 240s
+two_running() { [[ $(kubectl get pods -n "$NS" -l "$SEL" -o name | wc -l) == 2 ]] && two_ready_on_node; }
+eventually 120 "two replicas again, both Ready (the old ones gone)" two_running
+kubectl port-forward -n "$NS" "service/$FULLNAME-gateway" "$GW_PORT:80" >"$TMP/port-forward.log" 2>&1 &
+FORWARD=$!
+forwarding() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$GW_PORT/" | grep -qx 404; }
+eventually 30 "kubectl port-forward to the gateway Service answers (404 for no sandbox)" forwarding
+PYENV=$(scripts/python.sh) || exit 2
+(
+  eval "$PYENV"
+  CLIENT_MODE=gateway GATEWAY_PORT=$GW_PORT RUNTIME_API_URL="http://$IP" RUNTIME_API_KEY="$API_KEY" \
+    AGENT_IMAGE="$RUNTIME_API_AGENT_IMAGE" RESOURCE_FACTOR=$FACTOR E2E_MARKER="$MARKER" \
+    EXPECTED_MEMORY_MAX=$((MEMORY_LIMIT_MI * FACTOR * 1024 * 1024)) \
+    timeout "$CLIENT_TIMEOUT" python -u tests/cluster/in_cluster_client.py
+) >"$TMP/host-client.log" 2>&1
+HOST_RC=$?
+kill "$FORWARD" 2>/dev/null; wait "$FORWARD" 2>/dev/null
+grep -E '^(PASS|FAIL|      )' "$TMP/host-client.log" | sed 's/^/  host client: /'
+host_client_ok() {
+  [[ $HOST_RC == 0 ]] && grep -q '^OK: 0 failed' "$TMP/host-client.log" \
+    && (($(grep -c '^PASS' "$TMP/host-client.log") >= 18)) || { tail -n 40 "$TMP/host-client.log"; return 1; }
+}
+check "the SDK from this machine through the port-forwarded gateway passed all its checks" host_client_ok
+check "no Ingress exists in gateway mode" test -z "$(kubectl get ingresses -n "$NS" -o name)"
+HOST_RUNTIMES=$(sed -n 's/^RUNTIME //p' "$TMP/host-client.log")
+check "the host client reported its four runtimes" test "$(wc -w <<<"$HOST_RUNTIMES")" -eq 4
+eventually 60 "after the host client no sandbox object is left" nothing_left
+eventually 60 "after the host client no workspace volume is left" no_volume_left
+eventually 60 "after the host client no sandbox container is left on the node" no_container_left
 
 echo
 echo "$PASSED passed, $FAILED failed"

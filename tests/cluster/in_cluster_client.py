@@ -1,20 +1,30 @@
-"""The real OpenHands SDK client, run in a pod of the test cluster the way OpenHands' app server
-runs when it is installed beside runtime-api: it reaches the service and the sandboxes by their
-in-cluster Service names (ROUTING_MODE=service), no Ingress, no gateway.
+"""The real OpenHands SDK client against runtime-api installed by its Helm chart, two ways:
 
-Run by tests/cluster/in-cluster.sh inside the agent-server image (which carries the pinned
-openhands-workspace). Prints one `PASS`/`FAIL` line per check and exits 1 if any failed.
+- in a pod of the test cluster, the way OpenHands' app server runs when it is installed beside
+  runtime-api: it reaches the service and the sandboxes by their in-cluster Service names
+  (ROUTING_MODE=service), no Ingress, no gateway (the default);
+- from this machine (CLIENT_MODE=gateway), through the service's gateway exposed by
+  `kubectl port-forward` on GATEWAY_PORT: runtime URLs are http://{id}.localhost:GATEWAY_PORT
+  (`*.localhost` names are loopback, RFC 6761, which this process resolves itself since the
+  machine's resolver does not). The flows that need the client's pod (the Lease, the kubelet
+  failures, idle pause) run only in the pod.
+
+Run by tests/cluster/in-cluster.sh, in the pod inside the agent-server image (which carries the
+pinned openhands-workspace). Prints one `PASS`/`FAIL` line per check and exits 1 if any failed.
 
 Environment: RUNTIME_API_URL, RUNTIME_API_KEY, AGENT_IMAGE, EXPECTED_MEMORY_MAX (bytes the
 sandbox's cgroup must allow at RESOURCE_FACTOR), RESOURCE_FACTOR, E2E_MARKER (forwarded into
-the sandbox), SANDBOX_UID, IDLE_SECONDS (the service's RUNTIME_IDLE_SECONDS), NAMESPACE and
+the sandbox), SANDBOX_UID, IDLE_SECONDS and FAILED_SECONDS (the service's RUNTIME_IDLE_SECONDS
+and RUNTIME_FAILED_SECONDS), NAMESPACE and
 LEASE_NAME (the client's service account may read the Lease and delete the service's pods).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -29,6 +39,19 @@ IMAGE = os.environ["AGENT_IMAGE"]
 FACTOR = int(os.environ.get("RESOURCE_FACTOR", "1"))  # the SDK takes whole factors
 MEMORY_MAX = os.environ["EXPECTED_MEMORY_MAX"]
 UID = os.environ.get("SANDBOX_UID", "10001")
+FAILED_SECONDS = float(os.environ.get("FAILED_SECONDS", "0"))
+GATEWAY = os.environ.get("CLIENT_MODE") == "gateway"
+GATEWAY_PORT = int(os.environ.get("GATEWAY_PORT", "0"))
+
+if GATEWAY:
+    _getaddrinfo = socket.getaddrinfo
+
+    def _loopback_localhost(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return _getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = _loopback_localhost
 
 failed = 0
 
@@ -53,7 +76,7 @@ def workspace(session_id: str, **kw) -> APIRemoteWorkspace:
         forward_env=["E2E_MARKER"],
         init_timeout=180.0,
         startup_wait_timeout=300.0,
-        api_timeout=60.0,
+        api_timeout=180.0,
         **kw,
     )
 
@@ -71,11 +94,15 @@ def one_sandbox_end_to_end() -> None:
     session_id = f"in-cluster-{uuid.uuid4()}"
     ws = workspace(session_id, resource_factor=FACTOR)
     runtime_id, url = ws._runtime_id, ws._runtime_url
-    check(
-        "the sandbox URL is its in-cluster Service name",
-        url.startswith(f"http://oh-rt-{runtime_id}.") and ".svc.cluster.local:" in url,
-        url,
-    )
+    if GATEWAY:
+        check("the sandbox URL is the gateway's host for it (port-forwarded)",
+              url == f"http://{runtime_id}.localhost:{GATEWAY_PORT}", url)
+    else:
+        check(
+            "the sandbox URL is its in-cluster Service name",
+            url.startswith(f"http://oh-rt-{runtime_id}.") and ".svc.cluster.local:" in url,
+            url,
+        )
 
     code, out = run(ws, "echo hello-from-a-real-pod")
     check("execute_command runs in the sandbox pod", (code, out) == (0, "hello-from-a-real-pod"), (code, out))
@@ -108,9 +135,10 @@ def one_sandbox_end_to_end() -> None:
     payload = os.urandom(256 * 1024)
     up = ws.file_upload(payload, "/workspace/upload.bin")
     check("upload", up.success, up)
-    down = ws.file_download("/workspace/upload.bin", "/tmp/download.bin")
-    with open("/tmp/download.bin", "rb") as f:
-        check("download returns the uploaded bytes", down.success and f.read() == payload, down)
+    with tempfile.TemporaryDirectory() as tmp:
+        down = ws.file_download("/workspace/upload.bin", f"{tmp}/download.bin")
+        with open(f"{tmp}/download.bin", "rb") as f:
+            check("download returns the uploaded bytes", down.success and f.read() == payload, down)
     code, _ = run(ws, "echo kept-across-pause > /workspace/kept.txt")
     check("write a file in the workspace volume", code == 0)
 
@@ -222,6 +250,13 @@ def failures() -> None:
                 time.sleep(2)
             check(description, seen.get("status") == "error"
                   and all(w in (seen.get("status_detail") or "") for w in wanted), seen)
+            # The failure cleanup (RUNTIME_FAILED_SECONDS, action pause): the leader pauses it,
+            # which deletes its pod and keeps its record for a resume once the cause is fixed.
+            t0 = time.monotonic()
+            after = wait_status(a, runtime_id, {"paused"}, FAILED_SECONDS + 90)
+            check(f"  ... and the failure cleanup paused it after RUNTIME_FAILED_SECONDS="
+                  f"{FAILED_SECONDS:.0f} ({time.monotonic() - t0:.0f}s after the error was seen)",
+                  after.get("status") == "paused", after)
             a.post("/stop", json={"runtime_id": runtime_id})
 
 
@@ -314,6 +349,11 @@ def main() -> int:
     def in_turn(*steps):
         return lambda: [guarded(step) for step in steps]
 
+    if GATEWAY:
+        for step in (one_sandbox_end_to_end, three_at_once):
+            guarded(step)
+        print(f"{'FAILED' if failed else 'OK'}: {failed} failed", flush=True)
+        return 1 if failed else 0
     # An agent server's start is CPU-bound (tens of CPU seconds on this 2-core node), and the
     # kubelet restarts one that is not up within its startup probe's 5 minutes: so flows that
     # start agents go one after the other, beside the ones that mostly wait (kubelet failures,
