@@ -49,6 +49,7 @@ pub async fn build_backend(
                 app_server_public_url: config.sandbox.app_server_public_url.clone(),
                 rotate_key_on_resume: config.sandbox.rotate_session_key_on_resume,
                 url_style: config.url_style(),
+                pools: config.pools(),
             };
             let dir = settings.state_dir.display().to_string();
             let backend = ProcessBackend::open(settings, metrics)

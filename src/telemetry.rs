@@ -222,6 +222,7 @@ pub struct Metrics {
     pub cache_objects: Family<KindLabels, Gauge>,
     pub kube_requests: Family<KubeLabels, Counter>,
     pub gateway: GatewayMetrics,
+    pub pool: crate::pool::PoolMetrics,
 }
 
 /// The sandbox gateway's metrics.
@@ -383,8 +384,10 @@ impl Metrics {
             kube_requests.clone(),
         );
         let gateway = GatewayMetrics::register(&mut registry);
+        let pool = crate::pool::PoolMetrics::register(&mut registry);
         Metrics {
             gateway,
+            pool,
             maintenance,
             leader,
             cache_objects,

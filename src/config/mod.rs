@@ -168,6 +168,17 @@ pub struct SandboxConfig {
     /// SDK clients keep the first key).
     #[arg(long, env = "ROTATE_SESSION_KEY_ON_RESUME", default_value_t = false)]
     pub rotate_session_key_on_resume: bool,
+
+    /// Dormant agent servers kept ready for requests shaped like the SDK's with DEFAULT_IMAGE
+    /// (its command, working directory `/`, user and file group 10001, factor 1); 0: no pool.
+    #[arg(long, env = "WARM_POOL_SIZE", default_value_t = 0)]
+    pub warm_pool_size: usize,
+
+    /// More warm pools, separated by `;`: `size=N,image=IMAGE` plus optional `name=`, `factor=`,
+    /// `class=`, `user=`, `group=`, `fs_group=`, `workdir=` (`none` clears one) and last
+    /// `command=` (the rest of the entry); omitted keys keep the SDK's values.
+    #[arg(long, env = "WARM_POOLS", default_value = "", value_parser = crate::pool::parse_pool_list)]
+    pub warm_pools: crate::pool::PoolList,
 }
 
 impl SandboxConfig {
@@ -515,6 +526,15 @@ impl GatewayConfig {
 }
 
 impl Config {
+    /// The warm pools: `WARM_POOL_SIZE` of the SDK shape of `DEFAULT_IMAGE`, then `WARM_POOLS`.
+    pub fn pools(&self) -> crate::pool::Pools {
+        crate::pool::Pools::new(
+            self.sandbox.warm_pool_size,
+            &self.http.default_image,
+            &self.sandbox.warm_pools.0,
+        )
+    }
+
     /// The shape of runtime URLs: DIRECT_ROUTING, else PROXY_BASE_URL, else the routing mode
     /// (the process backend hands out its own loopback addresses unless a gateway fronts it).
     pub fn url_style(&self) -> UrlStyle {

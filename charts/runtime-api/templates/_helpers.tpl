@@ -100,6 +100,8 @@ worker2Port: WORKER_2_PORT
 appServerUrl: APP_SERVER_URL
 appServerPublicUrl: APP_SERVER_PUBLIC_URL
 rotateSessionKeyOnResume: ROTATE_SESSION_KEY_ON_RESUME
+warmPoolSize: WARM_POOL_SIZE
+warmPools: WARM_POOLS
 maxBodyBytes: MAX_BODY_BYTES
 shutdownTimeoutSeconds: SHUTDOWN_TIMEOUT_SECONDS
 logFormat: LOG_FORMAT

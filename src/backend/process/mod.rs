@@ -5,6 +5,7 @@
 //! run in their own process groups and outlive a service restart, which re-adopts them.
 
 mod launch;
+mod pool;
 mod record;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use self::launch::Prober;
 use self::record::{ProcessId, Record, RuntimeDir};
 use super::locks::KeyedLocks;
+use crate::pool::{InitClient, Pools, Shape};
 use crate::runtime::env::{Injected, sandbox_environment};
 use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start};
 use crate::runtime::urls::{self, UrlStyle, Urls};
@@ -43,6 +45,8 @@ pub struct ProcessSettings {
     pub rotate_key_on_resume: bool,
     /// Shape of the URLs handed to clients ([`UrlStyle::Direct`]: the loopback ports).
     pub url_style: UrlStyle,
+    /// Warm pools of dormant agent servers (empty: every start is cold).
+    pub pools: Pools,
 }
 
 #[derive(Clone)]
@@ -57,6 +61,12 @@ struct Inner {
     start_locks: KeyedLocks,
     prober: Prober,
     metrics: Metrics,
+    /// Delivers sessions to pool members.
+    init: InitClient,
+    /// Wakes the pool refill loop (a member was claimed or died).
+    refill: tokio::sync::Notify,
+    stop_refill: watch::Sender<bool>,
+    refill_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Holds the advisory lock on `STATE_DIR` for the life of the service.
     _lock_file: std::fs::File,
 }
@@ -66,6 +76,8 @@ struct State {
     runtimes: HashMap<String, Entry>,
     /// session id -> runtime id of the session's current runtime.
     sessions: HashMap<String, String>,
+    /// Dormant agent servers of the warm pools, not runtimes (yet).
+    members: Vec<pool::Member>,
 }
 
 struct Entry {
@@ -240,12 +252,17 @@ impl ProcessBackend {
             std::fs::remove_dir_all(&trash)?;
         }
         let prober = Prober::new().map_err(std::io::Error::other)?;
+        let init = InitClient::new().map_err(std::io::Error::other)?;
         let inner = Arc::new(Inner {
             settings,
             state: Mutex::default(),
             start_locks: KeyedLocks::default(),
             prober,
             metrics,
+            init,
+            refill: tokio::sync::Notify::new(),
+            stop_refill: watch::channel(false).0,
+            refill_task: Mutex::default(),
             _lock_file: lock_file,
         });
         let mut entries = Vec::new();
@@ -303,6 +320,10 @@ impl ProcessBackend {
             }
         }
         drop(state);
+        if !inner.settings.pools.is_empty() {
+            let task = tokio::spawn(inner.clone().refill_loop(inner.stop_refill.subscribe()));
+            *inner.refill_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         Ok(ProcessBackend { inner })
     }
 
@@ -505,7 +526,10 @@ impl Inner {
 
     fn on_exit(&self, id: &str, generation: u64, detail: String) {
         let mut state = self.lock();
-        let Some(entry) = state.runtimes.get_mut(id) else { return };
+        let Some(entry) = state.runtimes.get_mut(id) else {
+            self.on_member_exit(&mut state, id, &detail);
+            return;
+        };
         if entry.generation != generation {
             return; // paused, stopped or relaunched on purpose
         }
@@ -590,16 +614,33 @@ impl Backend for ProcessBackend {
                 Some((_, current)),
             ) => return Ok(current),
         }
+        let started = Instant::now();
+        if let Some(pool) = self.inner.settings.pools.for_shape(&Shape::of(&spec)) {
+            let pool_metrics = &self.inner.metrics.pool;
+            match self.inner.take_member(&pool.name) {
+                Some(member) => {
+                    let member_id = member.runtime_id.clone();
+                    match self.inner.claim(member, spec.clone()).await {
+                        Ok(view) => {
+                            pool_metrics.claim(&pool.name, "hit");
+                            pool_metrics.started(true, started.elapsed().as_secs_f64());
+                            self.inner.refill.notify_one();
+                            tracing::info!(runtime_id = %view.runtime_id, session_id = %view.session_id, pool = %pool.name, "runtime created from a warm pool member");
+                            return Ok(view);
+                        }
+                        Err(e) => {
+                            pool_metrics.claim(&pool.name, "init_failure");
+                            tracing::warn!(pool = %pool.name, runtime_id = %member_id, error = %e, "pool member could not be initialised; starting cold");
+                        }
+                    }
+                }
+                None => pool_metrics.claim(&pool.name, "miss"),
+            }
+            self.inner.refill.notify_one();
+        }
         let runtime_id = ids::new_runtime_id();
         let mut state = self.inner.lock();
-        let taken: Vec<u16> = state
-            .runtimes
-            .values()
-            .flat_map(|e| {
-                let p = e.record.ports;
-                [p.agent, p.vscode, p.worker_1, p.worker_2]
-            })
-            .collect();
+        let taken = Inner::taken_ports(&state);
         let ports = launch::free_ports(&taken).map_err(internal("could not allocate ports"))?;
         let dir = RuntimeDir(self.inner.runtimes_dir().join(&runtime_id));
         record::private_dir(&dir.0).map_err(internal("could not create the runtime directory"))?;
@@ -623,6 +664,7 @@ impl Backend for ProcessBackend {
         tracing::info!(runtime_id = %runtime_id, session_id = %view.session_id, "runtime created");
         state.sessions.insert(view.session_id.clone(), runtime_id.clone());
         state.runtimes.insert(runtime_id, entry);
+        self.inner.metrics.pool.started(false, started.elapsed().as_secs_f64());
         Ok(view)
     }
 
@@ -764,6 +806,15 @@ impl Backend for ProcessBackend {
 
     fn readiness(&self) -> Readiness {
         Readiness::Ready
+    }
+
+    /// Stops the pool members (runtimes keep running: the next service re-adopts them).
+    async fn shutdown(&self) {
+        self.inner.stop_refill.send_replace(true);
+        let task = self.inner.refill_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     fn route(&self, runtime_id: &str) -> Option<RouteTarget> {
