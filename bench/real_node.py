@@ -16,7 +16,7 @@ scripts/images.sh. Each of --runs rounds measures, from the moment the request i
   3. *limit*: the same pod created directly (its spec and Secret copied from a pod the service
      made, in another namespace; one POST with the kubeconfig's admin certificate): scheduled,
      started, `/alive` and the first command on the pod's own address.
-Then the process backend, --runs times: `/start` -> `/alive` -> first command, with the real
+and in each round the process backend: `/start` -> `/alive` -> first command, with the real
 agent server on this machine. One warm-up round (image pull, page cache) is not counted.
 
 Prints p50/p95 per phase and writes bench/results/real_node.json. The 2-core machine's load
@@ -278,29 +278,32 @@ class RealNode:
             subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True)
 
 
-def process_backend(runs: int, timeout: float) -> list[dict]:
-    svc = Service(state_dir=new_state_dir("runtime-api-bench-real-proc-"),
-                  extra_env={"RUNTIME_IDLE_SECONDS": "0", "RUST_LOG": "warn"}).start()
-    out = []
-    try:
-        with svc.client(timeout=120) as api:
-            for i in range(runs + 1):
-                body = start_payload(f"bench-proc-{uuid.uuid4().hex[:10]}",
-                                     environment={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-                t0 = time.perf_counter()
-                r = api.post("/start", json=body)
-                answered = time.perf_counter()
-                r.raise_for_status()
-                rt = r.json()
-                alive = until_alive(rt["url"], timeout)
-                cmd = until_command(rt["url"], rt["session_api_key"], timeout)
-                api.post("/stop", json={"runtime_id": rt["runtime_id"]})
-                if i > 0:  # the first is the warm-up
-                    out.append(phases(t0, answered, None, alive, cmd))
-                    print(f"  process {i}: {out[-1]}", file=sys.stderr, flush=True)
-    finally:
-        svc.stop()
-    return out
+class ProcessBackend:
+    """The process backend beside it, in the same rounds: `/start` -> `/alive` -> first command
+    with the real agent server on this machine."""
+
+    def __init__(self, timeout: float):
+        self.svc = Service(state_dir=new_state_dir("runtime-api-bench-real-proc-"),
+                           extra_env={"RUNTIME_IDLE_SECONDS": "0", "RUST_LOG": "warn"}).start()
+        self.api = self.svc.client(timeout=120)
+        self.timeout = timeout
+
+    def start(self) -> dict:
+        body = start_payload(f"bench-proc-{uuid.uuid4().hex[:10]}",
+                             environment={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        t0 = time.perf_counter()
+        r = self.api.post("/start", json=body)
+        answered = time.perf_counter()
+        r.raise_for_status()
+        rt = r.json()
+        alive = until_alive(rt["url"], self.timeout)
+        cmd = until_command(rt["url"], rt["session_api_key"], self.timeout)
+        self.api.post("/stop", json={"runtime_id": rt["runtime_id"]}).raise_for_status()
+        return phases(t0, answered, None, alive, cmd)
+
+    def close(self) -> None:
+        self.api.close()
+        self.svc.stop()
 
 
 def summarise(samples: list[dict]) -> dict:
@@ -321,25 +324,30 @@ def main() -> int:
                      "agent_image": os.environ["RUNTIME_API_AGENT_IMAGE"],
                      "loadavg_1m_start": os.getloadavg()[0]}
     samples: dict[str, list[dict]] = {"start": [], "resume": [], "direct_pod": []}
+    samples["process_backend"] = []
     bench = RealNode(args)
+    local = ProcessBackend(args.timeout)
     try:
         print("warm-up round (not counted)", file=sys.stderr, flush=True)
         _, rid, key = bench.start()
         bench.capture_template(rid, key)
         bench.stop(rid)
         bench.direct(0)
+        local.start()
         for i in range(1, args.runs + 1):
             start, rid, key = bench.start()
             resume = bench.pause_resume(rid, key)
             bench.stop(rid)
             direct = bench.direct(i)
-            for name, s in (("start", start), ("resume", resume), ("direct_pod", direct)):
+            process = local.start()
+            for name, s in (("start", start), ("resume", resume), ("direct_pod", direct),
+                            ("process_backend", process)):
                 samples[name].append(s)
-            print(f"  round {i}: start {start}\n           resume {resume}\n           direct {direct}",
-                  file=sys.stderr, flush=True)
+            print(f"  round {i}: start {start}\n           resume {resume}\n           direct {direct}"
+                  f"\n           process {process}", file=sys.stderr, flush=True)
     finally:
         bench.close()
-    samples["process_backend"] = process_backend(args.runs, args.timeout)
+        local.close()
     results["loadavg_1m_end"] = os.getloadavg()[0]
     results["samples"] = samples
     results["summary"] = {name: summarise(s) for name, s in samples.items()}

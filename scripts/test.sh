@@ -71,7 +71,7 @@ tests/cluster/smoke.sh
 step "Real node smoke test (real pods from the images built here)"
 tests/cluster/real-node.sh
 
-step "Sandbox gateway on the real node (two replicas, a real agent-server pod, wake on traffic; lifts the node's taint, so alone)"
+step "Sandbox gateway on the real node (two replicas, a real agent-server pod, wake on traffic, the SDK through it)"
 tests/cluster/gateway-real-node.sh
 
 step "Deployment manifests and Helm chart against the API server"

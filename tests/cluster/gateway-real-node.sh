@@ -12,8 +12,8 @@
 # real SDK from this machine goes through a third instance's gateway (gateway_sdk_client.py):
 # commands, 50 MB up and down, the bash-events WebSocket, a paused sandbox woken by a command.
 #
-# Sandbox pods get no toleration from the service, so the real node's taint is lifted while this
-# runs (it must run alone: scripts/test.sh runs it in a step of its own) and restored at exit.
+# Sandbox pods tolerate the real node's taint (SANDBOX_TOLERATIONS), as an operator with a
+# dedicated sandbox node pool configures it.
 set -uo pipefail
 
 : "${KUBECONFIG:?KUBECONFIG must point at the cluster (eval \"\$(scripts/cluster.sh up)\")}"
@@ -37,7 +37,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  kubectl taint nodes "$NODE" "$TAINT=true:NoSchedule" --overwrite >/dev/null 2>&1 || true
   kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
@@ -45,7 +44,6 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kubectl create namespace "$NS" >/dev/null
-kubectl taint nodes "$NODE" "$TAINT-" >/dev/null 2>&1 || true
 
 # replica N: API on API[N], gateway on GW[N]
 API=() GW=()
@@ -54,7 +52,8 @@ for n in 0 1; do
   env -i PATH="$PATH" HOME="$TMP" KUBECONFIG="$KUBECONFIG" API_KEY="$KEY" BACKEND=kubernetes \
     NAMESPACE="$NS" SERVER_PORT="${API[n]}" ROUTING_MODE=gateway GATEWAY_PORT="${GW[n]}" \
     GATEWAY_URL="http://127.0.0.1:${GW[0]}" BASE_DOMAIN=sb.test POD_NAME="replica-$n" \
-    SANDBOX_NODE_SELECTOR="kubernetes.io/hostname=$NODE" SANDBOX_CPU_REQUEST=100m \
+    SANDBOX_NODE_SELECTOR="kubernetes.io/hostname=$NODE" SANDBOX_TOLERATIONS="$TAINT:NoSchedule" \
+    SANDBOX_CPU_REQUEST=100m \
     SANDBOX_MEMORY_REQUEST=256Mi RUNTIME_IDLE_SECONDS=0 RUST_LOG=info \
     "$BIN" >"$TMP/replica-$n.log" 2>&1 &
   PIDS+=($!)
@@ -112,7 +111,8 @@ API[2]=$(free_port); GW[2]=$(free_port)
 env -i PATH="$PATH" HOME="$TMP" KUBECONFIG="$KUBECONFIG" API_KEY="$KEY" BACKEND=kubernetes \
   NAMESPACE="$NS" SERVER_PORT="${API[2]}" ROUTING_MODE=gateway GATEWAY_PORT="${GW[2]}" \
   GATEWAY_URL="http://*.localhost:${GW[2]}" POD_NAME="replica-2" \
-  SANDBOX_NODE_SELECTOR="kubernetes.io/hostname=$NODE" SANDBOX_CPU_REQUEST=100m \
+  SANDBOX_NODE_SELECTOR="kubernetes.io/hostname=$NODE" SANDBOX_TOLERATIONS="$TAINT:NoSchedule" \
+  SANDBOX_CPU_REQUEST=100m \
   SANDBOX_MEMORY_REQUEST=256Mi RUNTIME_IDLE_SECONDS=0 RUST_LOG=info \
   "$BIN" >"$TMP/replica-2.log" 2>&1 &
 PIDS+=($!)
