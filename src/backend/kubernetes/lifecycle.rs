@@ -28,7 +28,7 @@ use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start
 use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
     AgentEndpoint, Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter,
-    PodStatus, Readiness, RouteTarget, Runtime, RuntimeSpec, Status, SweepReport, ids,
+    ListPage, PodStatus, Readiness, RouteTarget, Runtime, RuntimeSpec, Status, SweepReport, ids,
 };
 
 /// How long a write waits for the cache to show it before answering anyway.
@@ -120,6 +120,13 @@ impl KubernetesBackend {
             image: info.spec.image,
             resource_factor: info.spec.resource_factor,
         })
+    }
+
+    /// Reads the kept views after rebuilding those whose objects changed (see [`super::views`]).
+    fn read_views<T>(&self, read: impl FnOnce(&super::views::State) -> T) -> T {
+        let store = &self.inner.store;
+        let build = |id: &str| store.record_for_runtime(id).and_then(|r| self.view(&r));
+        store.views().read(build, || store.runtime_ids(), read)
     }
 
     /// The IP of the record's current pod, once it has one.
@@ -342,6 +349,20 @@ impl Backend for KubernetesBackend {
             .filter_map(|r| self.view(r))
             .filter(|r| filter.matches(r.status))
             .collect())
+    }
+
+    /// From the kept views: only runtimes whose objects changed since the last read are rebuilt.
+    async fn list_page(
+        &self,
+        filter: &ListFilter,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> BackendResult<ListPage> {
+        Ok(self.read_views(|views| views.page(filter, offset, limit)))
+    }
+
+    async fn status_counts(&self) -> BackendResult<Vec<(Status, usize)>> {
+        Ok(self.read_views(|views| Status::ALL.map(|s| (s, views.count_of(s))).to_vec()))
     }
 
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {

@@ -15,6 +15,7 @@ pub mod settings;
 pub mod status;
 pub mod store;
 mod sweep;
+pub mod views;
 pub mod writes;
 
 use std::sync::Arc;
