@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -163,9 +164,6 @@ impl KubernetesBackend {
             self.writer().create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
         }
         self.writer().create::<Service>("service", &manifests::service(s, &id)).await?;
-        self.writer()
-            .create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id))
-            .await?;
         if let Some(ingress) = manifests::ingress(s, &id) {
             self.writer().create::<Ingress>("ingress", &ingress).await?;
         }
@@ -175,12 +173,25 @@ impl KubernetesBackend {
         Ok(())
     }
 
+    /// The sandboxes' shared NetworkPolicy, created once per replica before its first sandbox
+    /// pod (AlreadyExists is fine); afterwards the leader's sweep keeps it.
+    pub(super) async fn ensure_network_policy(&self) -> BackendResult<()> {
+        if self.inner.policy_in_place.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let policy = manifests::sandbox_network_policy(&self.inner.settings);
+        self.writer().create::<NetworkPolicy>("network policy", &policy).await?;
+        self.inner.policy_in_place.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The sandbox pod of the record's current generation.
     async fn create_pod(&self, info: &RecordInfo, id: Identity<'_>) -> BackendResult<()> {
         let s = &self.inner.settings;
         let class = manifests::runtime_class(s, &info.spec)?;
         let created_at = jiff::Timestamp::now().to_string();
         let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
+        self.ensure_network_policy().await?;
         self.writer().create::<Pod>("sandbox pod", &pod).await
     }
 
@@ -248,7 +259,6 @@ impl KubernetesBackend {
         let object = object_name(runtime_id);
         self.writer().delete_pods(runtime_id).await?;
         self.writer().delete::<Ingress>("ingress", &object).await?;
-        self.writer().delete::<NetworkPolicy>("network policy", &object).await?;
         self.writer().delete::<Service>("service", &object).await?;
         self.writer().delete::<Secret>("secret", &object).await?;
         if self.inner.settings.workspace_storage_size.is_some() {

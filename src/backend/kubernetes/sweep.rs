@@ -4,9 +4,14 @@
 //! records whose Secret is gone are removed (the session key cannot be recovered), and records
 //! missing other objects are completed. What to do is a pure function of one snapshot ([`plan`]): sets of
 //! names, so a round is O(N) in the number of objects.
+//!
+//! The sweep also keeps the sandboxes' shared NetworkPolicy ([`manifests::sandbox_network_policy`]),
+//! and only once it is in place deletes the per-sandbox policies earlier versions created, so
+//! the migration leaves no sandbox unprotected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
@@ -14,8 +19,9 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::KubernetesBackend;
+use super::manifests::{self, SANDBOX_NETWORK_POLICY};
 use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
-use crate::runtime::{Backend, BackendResult, SweepReport};
+use crate::runtime::{Backend, BackendError, BackendResult, SweepReport};
 
 /// The kinds of object a runtime owns besides its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +93,8 @@ pub fn plan(
         .collect();
     let unwanted = |kind: Kind, meta: &ObjectMeta| match runtime_id_of(meta) {
         None => false,
+        // A per-sandbox policy of an earlier version: the shared one replaced it.
+        Some(_) if kind == Kind::NetworkPolicy => true,
         Some(id) if !known.contains(id) => true,
         Some(id) => {
             kind == Kind::Pod
@@ -119,7 +127,6 @@ pub fn plan(
             && !has(Kind::Pod, &pod_name(&info.runtime_id, info.generation)))
             || !has(Kind::Service, &object)
             || (ingress_expected && !has(Kind::Ingress, &object))
-            || !has(Kind::NetworkPolicy, &object)
             || (claims_expected && !has(Kind::Claim, &claim_name(&info.runtime_id)));
         if missing {
             actions.push(RecordAction::Repair(i));
@@ -140,6 +147,8 @@ impl KubernetesBackend {
         let services: Vec<Service> = writer.list_managed("services").await?;
         let ingresses: Vec<Ingress> = writer.list_managed("ingresses").await?;
         let policies: Vec<NetworkPolicy> = writer.list_managed("network policies").await?;
+        // Before any per-sandbox policy is deleted as an orphan below.
+        self.keep_network_policy(&policies).await?;
         let claims_expected = s.workspace_storage_size.is_some();
         let claims: Vec<PersistentVolumeClaim> =
             if claims_expected { writer.list_managed("claims").await? } else { Vec::new() };
@@ -185,6 +194,28 @@ impl KubernetesBackend {
             }
         }
         Ok(report)
+    }
+
+    /// Creates the shared NetworkPolicy when missing and puts it back in shape when changed.
+    async fn keep_network_policy(&self, listed: &[NetworkPolicy]) -> BackendResult<()> {
+        let wanted = manifests::sandbox_network_policy(&self.inner.settings);
+        let current = listed.iter().find(|p| p.metadata.name == wanted.metadata.name);
+        match current {
+            None => {
+                tracing::info!(name = SANDBOX_NETWORK_POLICY, "creating the sandboxes' network policy");
+                self.inner.policy_in_place.store(false, Ordering::Relaxed);
+                self.ensure_network_policy().await
+            }
+            Some(p) if p.metadata.deletion_timestamp.is_some() => Err(BackendError::unavailable(
+                "the sandboxes' network policy is being deleted; the next round recreates it",
+            )),
+            Some(p) if p.spec != wanted.spec || p.metadata.labels != wanted.metadata.labels => {
+                tracing::warn!(name = SANDBOX_NETWORK_POLICY, "restoring the sandboxes' network policy");
+                let version = p.metadata.resource_version.as_deref().unwrap_or_default();
+                self.writer().replace("network policy", &wanted, version).await
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     async fn delete_object(&self, kind: Kind, name: &str) -> BackendResult<()> {
@@ -240,15 +271,14 @@ mod tests {
         meta
     }
 
-    /// Every object of a complete runtime, pod generation 1.
+    /// Every object of a complete runtime, pod generation 1 (its NetworkPolicy is shared).
     fn complete(runtime_id: &str, age: i64, claim: bool) -> Vec<(Kind, ObjectMeta)> {
         let o = object_name(runtime_id);
         let mut all = vec![
             (Kind::Secret, object(o.clone(), runtime_id, age)),
             (Kind::Pod, object(pod_name(runtime_id, 1), runtime_id, age)),
             (Kind::Service, object(o.clone(), runtime_id, age)),
-            (Kind::Ingress, object(o.clone(), runtime_id, age)),
-            (Kind::NetworkPolicy, object(o, runtime_id, age)),
+            (Kind::Ingress, object(o, runtime_id, age)),
         ];
         if claim {
             all.push((Kind::Claim, object(claim_name(runtime_id), runtime_id, age)));
@@ -288,7 +318,6 @@ mod tests {
                 (Kind::Pod, pod.as_str()),
                 (Kind::Service, gone.as_str()),
                 (Kind::Ingress, gone.as_str()),
-                (Kind::NetworkPolicy, gone.as_str()),
             ]
         );
         assert!(plan.records.is_empty());
@@ -355,6 +384,19 @@ mod tests {
             plan.orphans,
             [(Kind::Pod, pod_name("paused", 1)), (Kind::Pod, pod_name("resumed", 1))]
         );
+        assert!(plan.records.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn per_sandbox_policies_of_earlier_versions_are_orphans_even_with_a_record() {
+        let mut objects = complete("old", 600, false);
+        objects.push((Kind::NetworkPolicy, object(object_name("old"), "old", 600)));
+        objects.push((Kind::NetworkPolicy, object(object_name("young"), "young", 10)));
+        // The shared policy carries no runtime id: never an orphan.
+        let shared = ObjectMeta { name: Some("oh-sandboxes".into()), ..Default::default() };
+        objects.push((Kind::NetworkPolicy, shared));
+        let plan = run(&[record("old", 600, false)], &objects, false);
+        assert_eq!(plan.orphans, [(Kind::NetworkPolicy, object_name("old"))]);
         assert!(plan.records.is_empty(), "{plan:?}");
     }
 

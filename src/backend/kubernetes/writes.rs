@@ -181,6 +181,26 @@ impl Writer {
         }
     }
 
+    /// Replaces an object with `obj` at the resourceVersion read (a conflict is an error: the
+    /// next round reads again).
+    pub async fn replace<K>(&self, what: &str, obj: &K, version: &str) -> BackendResult<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let mut obj = obj.clone();
+        obj.meta_mut().resource_version = Some(version.to_string());
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let result =
+            self.write(self.api::<K>().replace(&name, &PostParams::default(), &obj)).await;
+        self.count("replace", what, &result);
+        result.map(|_| ()).map_err(|e| kube_error(&format!("replacing the {what}"), e))
+    }
+
     /// Deletes an object, treating NotFound as success.
     pub async fn delete<K>(&self, what: &str, name: &str) -> BackendResult<()>
     where
