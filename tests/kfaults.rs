@@ -362,7 +362,8 @@ async fn settled(ns: &TestNamespace, replicas: &[&Service]) -> Vec<String> {
     }
 }
 
-/// Stops every listed runtime; then nothing may be listed, nor left in the namespace.
+/// Stops every listed runtime; then nothing may be listed, nor left in the namespace (but the
+/// shared NetworkPolicy).
 async fn stop_everything(ns: &TestNamespace, svc: &Service) -> Vec<String> {
     let mut found = Vec::new();
     for runtime in list_all(svc).await.unwrap_or_default() {
@@ -375,8 +376,12 @@ async fn stop_everything(ns: &TestNamespace, svc: &Service) -> Vec<String> {
     let deadline = Instant::now() + SETTLE;
     loop {
         let listed = list_all(svc).await.map(|l| l.len());
-        let objects =
-            ns.objects().await.map(|o| o.iter().map(Object::describe).collect::<Vec<_>>());
+        // The sandboxes' shared NetworkPolicy outlives every runtime.
+        let objects = ns.objects().await.map(|o| {
+            let of_runtimes =
+                o.iter().filter(|o| !o.runtime_id.is_empty() || o.kind != "networkpolicy");
+            of_runtimes.map(Object::describe).collect::<Vec<_>>()
+        });
         if listed == Ok(0) && objects.as_ref().is_ok_and(Vec::is_empty) {
             return found;
         }

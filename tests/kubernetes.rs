@@ -775,8 +775,7 @@ async fn sigterm_releases_the_lease_and_finishes_a_start_in_flight() {
     let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
     match pending.await.unwrap() {
         Ok(resp) if resp.status() == 200 => {
-            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/"]
-            {
+            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/"] {
                 assert_eq!(
                     objects.iter().filter(|o| o.starts_with(kind)).count(),
                     1,
