@@ -48,6 +48,8 @@ struct Inner {
     /// Whether this replica has seen the sandboxes' shared NetworkPolicy in place (a start
     /// creates it first otherwise, so no sandbox runs unprotected before the leader's sweep).
     policy_in_place: AtomicBool,
+    /// When this replica's last complete sweep started (see [`sweep`]: idle rounds skip it).
+    last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KubernetesBackend {
@@ -88,6 +90,7 @@ impl KubernetesBackend {
                 registry,
                 session_locks,
                 policy_in_place: AtomicBool::new(false),
+                last_sweep: Default::default(),
             }),
         })
     }

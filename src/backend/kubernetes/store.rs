@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -91,6 +91,8 @@ pub struct Store {
     pods: Reader<Pod>,
     index: Arc<RwLock<RecordIndex>>,
     views: Arc<Views>,
+    /// When a watch last delivered a change (for the sweep: nothing changed, nothing to sweep).
+    changed_at: Arc<Mutex<Instant>>,
     namespace: String,
     health: Arc<[(&'static str, WatchHealth); 3]>,
 }
@@ -106,12 +108,13 @@ impl Store {
         let selector = |component: &str| managed_selector(Some(component));
         let index: Arc<RwLock<RecordIndex>> = Arc::default();
         let views: Arc<Views> = Arc::default();
+        let changed_at = Arc::new(Mutex::new(Instant::now()));
         let indexer = index.clone();
         let records = spawn_reflector::<ConfigMap>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_RECORD),
             (health.clone(), 0),
-            views.clone(),
+            (views.clone(), changed_at.clone()),
             |_| {},
             move |views, event| {
                 indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event);
@@ -122,7 +125,7 @@ impl Store {
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_SECRET),
             (health.clone(), 1),
-            views.clone(),
+            (views.clone(), changed_at.clone()),
             strip_secret,
             mark_runtimes,
         );
@@ -131,19 +134,25 @@ impl Store {
             Api::namespaced(client, namespace),
             selector(COMPONENT_SANDBOX),
             (health.clone(), 2),
-            views.clone(),
+            (views.clone(), changed_at.clone()),
             strip_pod,
             move |views, event| {
                 readiness(event);
                 mark_runtimes(views, event);
             },
         );
-        Store { records, secrets, pods, index, views, namespace: namespace.to_string(), health }
+        let namespace = namespace.to_string();
+        Store { records, secrets, pods, index, views, changed_at, namespace, health }
     }
 
     /// The per-runtime views `/list` and the gauges read (see [`Views`]).
     pub fn views(&self) -> &Views {
         &self.views
+    }
+
+    /// When a watch last delivered a change to a record, Secret or pod.
+    pub fn changed_at(&self) -> Instant {
+        *self.changed_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The runtime id of every cached record (for a full rebuild of the views).
@@ -295,7 +304,7 @@ fn spawn_reflector<K>(
     api: Api<K>,
     selector: String,
     (health, slot): (Arc<[(&'static str, WatchHealth); 3]>, usize),
-    views: Arc<Views>,
+    (views, changed_at): (Arc<Views>, Arc<Mutex<Instant>>),
     strip: fn(&mut K),
     mut applied: impl FnMut(&mut ViewState, &watcher::Event<K>) + Send + 'static,
 ) -> Reader<K>
@@ -331,6 +340,9 @@ where
                 let mut state = views.lock();
                 writer.apply_watcher_event(&event);
                 applied(&mut state, &event);
+                if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                    *changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                }
             })
             .for_each(|event| {
                 match event {

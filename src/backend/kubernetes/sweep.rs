@@ -8,11 +8,16 @@
 //! The sweep also keeps the sandboxes' shared NetworkPolicy ([`manifests::sandbox_network_policy`]),
 //! and only once it is in place deletes the per-sandbox policies earlier versions created, so
 //! the migration leaves no sandbox unprotected.
+//!
+//! An idle namespace costs no requests: a round lists the kinds the cache does not hold only
+//! when the cache saw a change recently enough that its objects may have become sweepable
+//! (within the orphan grace before the last sweep, or since), and otherwise at least every
+//! [`FULL_SWEEP_ROUNDS`] rounds (for what the cache cannot see: a Service deleted by hand).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -22,6 +27,23 @@ use super::KubernetesBackend;
 use super::manifests::{self, SANDBOX_NETWORK_POLICY};
 use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
 use crate::runtime::{Backend, BackendError, BackendResult, SweepReport};
+
+/// An idle replica still sweeps every this many maintenance intervals.
+pub const FULL_SWEEP_ROUNDS: u32 = 10;
+
+/// Whether a round sweeps: never swept yet, the cache changed since `grace` (plus a second of
+/// timestamp resolution) before the last sweep started, or that sweep is `every` old.
+pub fn due(
+    last_sweep: Option<Instant>,
+    changed_at: Instant,
+    grace: Duration,
+    every: Duration,
+    now: Instant,
+) -> bool {
+    let Some(last) = last_sweep else { return true };
+    let settled = last.checked_sub(grace + Duration::from_secs(1));
+    settled.is_none_or(|settled| changed_at >= settled) || now.duration_since(last) >= every
+}
 
 /// The kinds of object a runtime owns besides its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,6 +164,12 @@ impl KubernetesBackend {
         let s = &self.inner.settings;
         let store = &self.inner.store;
         let writer = self.writer();
+        let started = Instant::now();
+        let last = *self.inner.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        let every = s.maintenance_interval * FULL_SWEEP_ROUNDS;
+        if !due(last, store.changed_at(), s.orphan_grace, every, started) {
+            return Ok(SweepReport::default());
+        }
         let records = store.records();
         let (secrets, pods) = (store.secrets(), store.pods());
         let services: Vec<Service> = writer.list_managed("services").await?;
@@ -167,6 +195,8 @@ impl KubernetesBackend {
             plan(&record_refs, &objects, claims_expected, ingress_expected, s.orphan_grace, now);
 
         let mut report = SweepReport::default();
+        // Decided on a complete snapshot: what changed before `started` is accounted for.
+        *self.inner.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         for (kind, name) in &plan.orphans {
             tracing::info!(kind = kind.what(), name = %name, "deleting an orphaned object");
             self.delete_object(*kind, name).await?;
@@ -202,7 +232,10 @@ impl KubernetesBackend {
         let current = listed.iter().find(|p| p.metadata.name == wanted.metadata.name);
         match current {
             None => {
-                tracing::info!(name = SANDBOX_NETWORK_POLICY, "creating the sandboxes' network policy");
+                tracing::info!(
+                    name = SANDBOX_NETWORK_POLICY,
+                    "creating the sandboxes' network policy"
+                );
                 self.inner.policy_in_place.store(false, Ordering::Relaxed);
                 self.ensure_network_policy().await
             }
@@ -210,7 +243,10 @@ impl KubernetesBackend {
                 "the sandboxes' network policy is being deleted; the next round recreates it",
             )),
             Some(p) if p.spec != wanted.spec || p.metadata.labels != wanted.metadata.labels => {
-                tracing::warn!(name = SANDBOX_NETWORK_POLICY, "restoring the sandboxes' network policy");
+                tracing::warn!(
+                    name = SANDBOX_NETWORK_POLICY,
+                    "restoring the sandboxes' network policy"
+                );
                 let version = p.metadata.resource_version.as_deref().unwrap_or_default();
                 self.writer().replace("network policy", &wanted, version).await
             }
@@ -398,6 +434,20 @@ mod tests {
         let plan = run(&[record("old", 600, false)], &objects, false);
         assert_eq!(plan.orphans, [(Kind::NetworkPolicy, object_name("old"))]);
         assert!(plan.records.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn an_idle_cache_is_swept_only_every_so_often() {
+        let t0 = Instant::now();
+        let (grace, every) = (GRACE, Duration::from_secs(300));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(due(None, t0, grace, every, t0));
+        // A change since the last sweep, or young enough at that sweep to have been skipped.
+        assert!(due(Some(at(100)), at(120), grace, every, at(130)));
+        assert!(due(Some(at(100)), at(50), grace, every, at(130)));
+        // Settled before the last sweep: nothing until the full-sweep period.
+        assert!(!due(Some(at(100)), at(30), grace, every, at(130)));
+        assert!(due(Some(at(100)), at(30), grace, every, at(400)));
     }
 
     #[test]
