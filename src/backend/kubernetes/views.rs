@@ -117,10 +117,6 @@ impl State {
     pub fn count_of(&self, status: Status) -> usize {
         self.counts.get(&status).copied().unwrap_or(0)
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
 }
 
 #[cfg(test)]
@@ -191,7 +187,7 @@ mod tests {
         views.lock().mark("c");
         views.lock().mark("b");
         let counts = views.read(build, all, |s| {
-            (s.count_of(Status::Paused), s.count_of(Status::Running), s.len())
+            (s.count_of(Status::Paused), s.count_of(Status::Running), s.entries.len())
         });
         assert_eq!(counts, (2, 0, 2));
         let mut rebuilt = built.lock().unwrap().clone();
