@@ -6,8 +6,8 @@
 
 Every figure is measured in this run, next to its limit measured in the same run:
 
-  1. POST /start response latency, sequential and at concurrency C, next to creating the same six
-     objects (record ConfigMap, Secret, Service, NetworkPolicy, Ingress, Pod; the service's order)
+  1. POST /start response latency, sequential and at concurrency C, next to creating the same five
+     objects (record ConfigMap, Secret, Service, Ingress, Pod; the service's order)
      directly with the API, sequentially per runtime, through the same kind of client (httpx,
      admin client certificate). The shapes are copied from a runtime the service made
      (GET of each object, server-set fields stripped, ids substituted).
@@ -19,7 +19,13 @@ Every figure is measured in this run, next to its limit measured in the same run
   4. VmRSS of the service (/proc/<pid>/status) with 0 and N runtimes.
   5. /stop of N runtimes at concurrency C: time until the last /stop answered and until no object
      labelled app.kubernetes.io/managed-by=runtime-api remains in the namespace (configmaps,
-     secrets, pods, services, ingresses, networkpolicies).
+     secrets, pods, services, ingresses, per-sandbox networkpolicies).
+  7. The V1 pattern at `v1_at` runtimes: GET /list, then POST /start, sequentially.
+  8. Idle API-server traffic (apiserver_request_total, every verb and resource, all clients)
+     over a window without the service and one with the service idle at 0 runtimes.
+  9. At the last step: /start again (sequential), the idle traffic window, a restart of the
+     service (time to ready after the re-list, VmRSS of a fresh cache, one maintenance round's
+     duration and API requests from its metrics), and /stop of all.
 
 Writes one JSON file (--out) and prints a short log on stderr. Any failed check raises: the exit
 status is non-zero and the service's log tail is printed.
@@ -61,23 +67,28 @@ LABEL_RUNTIME_ID = "runtime-api.openhands.dev/runtime-id"
 LABEL_SESSION_HASH = "runtime-api.openhands.dev/session-hash"
 
 # kind -> (API path prefix, plural); the order is the service's creation order (ensure_objects).
+# Sandboxes share one NetworkPolicy (oh-sandboxes), made once: not part of a runtime.
 KINDS = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
     "Service": ("/api/v1", "services"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
     "Pod": ("/api/v1", "pods"),
 }
+POLICY = ("/apis/networking.k8s.io/v1", "networkpolicies")
+SHARED_POLICY = "oh-sandboxes"
 
 MODES = {
     # steps: runtime counts at which reads and memory are measured; the /start block runs after
     # the first step, the /stop measurement at `stop_at` (it stops every runtime, the later steps
-    # start from 0 again).
-    "full": dict(seq_starts=200, conc_starts=200, concurrency=20, ready_runs=30, steps=[100, 1000, 5000],
-                 stop_at=1000, reads=200, batch_ids=100, fill_timeout=1800),
-    "smoke": dict(seq_starts=20, conc_starts=20, concurrency=20, ready_runs=3, steps=[10, 50],
-                  stop_at=50, reads=40, batch_ids=100, fill_timeout=300),
+    # start from 0 again); the V1 pattern (/list then /start) at `v1_at`; at the last step also
+    # /start again, the idle API traffic, a restart (re-list, one maintenance round) and /stop of all.
+    "full": dict(seq_starts=200, conc_starts=200, concurrency=20, ready_runs=30, steps=[100, 1000, 5000, 20000],
+                 stop_at=1000, v1_at=5000, v1_runs=100, top_starts=50, idle_window=60, reads=200,
+                 batch_ids=100, fill_timeout=3600),
+    "smoke": dict(seq_starts=20, conc_starts=20, concurrency=20, ready_runs=3, steps=[10, 50, 80],
+                  stop_at=50, v1_at=80, v1_runs=10, top_starts=10, idle_window=10, reads=40, batch_ids=100,
+                  fill_timeout=300),
 }
 # A read batch whose API-server GET/LIST count on configmaps/secrets/pods exceeds this per read
 # means reads are not served from the cache: the run fails.
@@ -163,7 +174,7 @@ def strip(obj: dict) -> dict:
 
 
 class Shapes:
-    """The six objects of one runtime the service made, as JSON text with the ids as placeholders."""
+    """The five objects of one runtime the service made, as JSON text with the ids as placeholders."""
 
     def __init__(self, kube: httpx.Client, ns: str, runtime_id: str, session_id: str):
         self.session_id = session_id
@@ -198,7 +209,7 @@ class Shapes:
 
 
 def direct_create(kube: Lean, shapes: Shapes, ns: str) -> tuple[float, float]:
-    """Creates one runtime's six objects sequentially, like the service: record first, then the
+    """Creates one runtime's five objects sequentially, like the service: record first, then the
     others owned by it. Returns the seconds it took and the driver's CPU seconds meanwhile."""
     rid = secrets.token_hex(16)
     sid = f"direct-{secrets.token_hex(8)}"
@@ -208,7 +219,7 @@ def direct_create(kube: Lean, shapes: Shapes, ns: str) -> tuple[float, float]:
              "direct: creating the record").json()
     owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": rec["metadata"]["name"],
              "uid": rec["metadata"]["uid"], "controller": True}
-    for kind in ("Secret", "Service", "NetworkPolicy", "Ingress", "Pod"):
+    for kind in ("Secret", "Service", "Ingress", "Pod"):
         ok(kube.post(obj_path(kind, ns), json=shapes.build(kind, rid, sid, owner)), f"direct: creating the {kind}")
     return time.perf_counter() - t0, time.thread_time() - c0
 
@@ -252,6 +263,39 @@ def apiserver_read_counts(kube: httpx.Client) -> dict[str, float]:
     return out
 
 
+def apiserver_all_counts(kube: httpx.Client) -> dict[str, float]:
+    """apiserver_request_total summed per verb and resource (every client, every verb but WATCH
+    streams still open: a watch counts when it ends)."""
+    text = ok(kube.get("/metrics"), "reading the API server's /metrics").text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        key = f"{labels.get('verb')} {labels.get('resource')}"
+        out[key] = out.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def traffic_window(kube: httpx.Client, seconds: float) -> tuple[dict[str, int], float]:
+    """API-server requests per verb/resource over an idle window, and the window's length."""
+    t0 = time.perf_counter()
+    before = apiserver_all_counts(kube)
+    time.sleep(seconds)
+    after = apiserver_all_counts(kube)
+    return delta(before, after), time.perf_counter() - t0
+
+
+def service_metric(api: Lean, name: str) -> float:
+    """The sum of a metric's series on the service's /metrics (0 when absent)."""
+    text = ok(api.get("/metrics"), "GET /metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, int]:
     return {k: int(b.get(k, 0) - a.get(k, 0)) for k in sorted(set(a) | set(b)) if b.get(k, 0) - a.get(k, 0)}
 
@@ -267,6 +311,12 @@ def owned_objects_left(kube: httpx.Client, ns: str, count: bool = False) -> dict
         n = len(ok(kube.get(obj_path(kind, ns), params=params), f"listing {kind}").json().get("items", []))
         if n:
             left[kind] = n
+    # per-sandbox NetworkPolicies (the shared one carries no runtime id and stays)
+    params = {"labelSelector": f"{MANAGED_BY},{LABEL_RUNTIME_ID}"}
+    n = len(ok(kube.get(f"{POLICY[0]}/namespaces/{ns}/{POLICY[1]}", params=params), "listing policies")
+            .json().get("items", []))
+    if n:
+        left["NetworkPolicy (per sandbox)"] = n
     return left
 
 
@@ -380,14 +430,15 @@ class Bench:
         self.result: dict = {}
 
     # service
-    def start_service(self) -> None:
+    def start_service(self, maintenance_interval: str = "86400") -> None:
         env = {
             "BACKEND": "kubernetes", "NAMESPACE": self.ns, "KUBECONFIG": os.environ["KUBECONFIG"],
             "SANDBOX_CPU_REQUEST": "10m", "SANDBOX_MEMORY_REQUEST": "16Mi",
             "SANDBOX_CPU_LIMIT": "100m", "SANDBOX_MEMORY_LIMIT": "64Mi",
             "RUNTIME_IDLE_SECONDS": "0", "RUNTIME_DEAD_SECONDS": "0", "RUNTIME_FAILED_SECONDS": "0",
-            # no maintenance round (its orphan sweep lists services/ingresses/policies) during the run
-            "MAINTENANCE_INTERVAL_SECONDS": "86400",
+            # no maintenance round (its orphan sweep lists services/ingresses/policies) during the
+            # run, but in the restart at the last step, which measures one
+            "MAINTENANCE_INTERVAL_SECONDS": maintenance_interval,
             "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
         }
         state = Path(tempfile.mkdtemp(prefix="bench-k8s-")) / "state"
@@ -550,7 +601,8 @@ class Bench:
         ok(self.api.get("/list", params={"status": "all"}), "warm-up /list")
         time.sleep(1)
         out = {"runtimes": n, "reads": reads, "batch_ids": k}
-        for name in ("list", "batch"):
+        ids = [rng.choice(self.population)[0] for _ in range(reads)]
+        for name in ("list", "batch", "get"):
             before = apiserver_read_counts(self.kube)
             lat = []
             t_begin = time.perf_counter()
@@ -562,6 +614,10 @@ class Bench:
                     ok(r, "GET /list?status=all")
                     total = r.json()["total"]
                     check(total == n, f"/list?status=all total {total}, expected {n}")
+                elif name == "get":
+                    r = self.api.get(f"/runtime/{ids[i]}")
+                    lat.append(time.perf_counter() - t0)
+                    ok(r, "GET /runtime/{id}")
                 else:
                     r = self.api.get("/sessions/batch", params=[("ids", s) for s in batches[i]])
                     lat.append(time.perf_counter() - t0)
@@ -583,7 +639,15 @@ class Bench:
                          "apiserver_requests_per_read": round(per_read, 4)}
             check(per_read <= MAX_API_REQUESTS_PER_READ,
                   f"{name}: {per_read:.2f} API-server GET/LIST requests per read ({d}): reads are not cached")
+        scrapes = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            ok(self.api.get("/metrics"), "GET /metrics")
+            scrapes.append(time.perf_counter() - t0)
+        out["metrics_scrape_s"] = summary(scrapes)
         log(f"  N={n}: /list p50 {out['list']['latency_s']['p50'] * 1e3:.1f} ms, "
+            f"/runtime/{{id}} p50 {out['get']['latency_s']['p50'] * 1e3:.2f} ms, "
+            f"/metrics p50 {out['metrics_scrape_s']['p50'] * 1e3:.1f} ms, "
             f"/sessions/batch p50 {out['batch']['latency_s']['p50'] * 1e3:.1f} ms, "
             f"API requests/read {out['list']['apiserver_requests_per_read']}/{out['batch']['apiserver_requests_per_read']}")
         return out
@@ -616,8 +680,70 @@ class Bench:
         return {"runtimes": n, "concurrency": self.cfg["concurrency"], "objects_before": before,
                 "stop_latency_s": summary(lat), "seconds_until_all_stop_answered": round(t_answered, 2),
                 "seconds_until_no_owned_object": round(t_gone, 2), "polls_after_answers": polls,
-                "method": "all /stop calls, then the six kinds listed with labelSelector "
+                "method": "all /stop calls, then the five kinds (and per-sandbox policies) listed with labelSelector "
                           f"{MANAGED_BY} (limit=1) every 0.25 s until none is left; from the first /stop"}
+
+    def measure_v1(self, n: int) -> dict:
+        """OpenHands V1's app server calls /list before every start: /list then /start, in a row."""
+        runs = self.cfg["v1_runs"]
+        log(f"V1 pattern at {n} runtimes: GET /list then POST /start, {runs} times")
+        self.warm()
+        lists, starts, pairs = [], [], []
+        for i in range(runs):
+            t0 = time.perf_counter()
+            r = self.api.get("/list")
+            t1 = time.perf_counter()
+            ok(r, "GET /list")
+            starts.append(self.start_one(f"bench-v1-{i}-{secrets.token_hex(6)}")[0])
+            lists.append(t1 - t0)
+            pairs.append(time.perf_counter() - t0)
+        return {"runtimes_before": n, "runs": runs, "list_s": summary(lists), "start_s": summary(starts),
+                "list_then_start_s": summary(pairs), "bytes_of_list": len(r.content),
+                "method": "GET /list (default filter: runtimes holding compute), then POST /start of a new "
+                          "session, sequentially"}
+
+    def measure_top(self, n: int) -> dict:
+        """At the last step: /start again, the idle API traffic, a restart (re-list, one
+        maintenance round), /stop of everything."""
+        c = self.cfg
+        out = {"runtimes": n}
+        self.warm()
+        lat = [self.start_one(f"bench-top-{i}-{secrets.token_hex(6)}")[0] for i in range(c["top_starts"])]
+        out["start_sequential_s"] = summary(lat)
+        self.wait_all_running(len(self.population), c["fill_timeout"])
+        log(f"  /start p50 at {n}: {out['start_sequential_s']['p50'] * 1e3:.1f} ms; idle traffic window")
+        d, secs = traffic_window(self.kube, c["idle_window"])
+        out["idle_traffic"] = {"apiserver_requests": d, "seconds": round(secs, 1)}
+        # A restart on the same namespace: time to ready (re-list), memory of a fresh cache, and
+        # maintenance rounds every 10 s (the first one sweeps fully).
+        log("restarting the service with MAINTENANCE_INTERVAL_SECONDS=10")
+        self.svc.stop()
+        t0 = time.perf_counter()
+        self.start_service(maintenance_interval="10")
+        out["restart_seconds_to_ready"] = round(time.perf_counter() - t0, 2)
+        self.workers.close()  # they talk to the old service's port
+        self.workers = Workers(c["concurrency"], self.svc.base_url, self.svc.api_key, self.server,
+                               self.cert_files, self.shapes, self.direct_ns)
+        self.workers.warm()
+        kube0 = service_metric(self.api, "runtime_api_kube_requests_total")
+        wait_for(lambda: service_metric(self.api, "runtime_api_maintenance_round_duration_seconds_count") >= 1,
+                 120, interval=0.5, desc="one maintenance round")
+        out["maintenance_round_seconds"] = round(
+            service_metric(self.api, "runtime_api_maintenance_round_duration_seconds_sum"), 3)
+        out["maintenance_round_kube_requests"] = int(
+            service_metric(self.api, "runtime_api_kube_requests_total") - kube0)
+        time.sleep(2)
+        out["memory_kib_after_restart"] = self.rss()
+        log(f"  restart: ready in {out['restart_seconds_to_ready']} s, VmRSS {out['memory_kib_after_restart']} KiB; "
+            f"maintenance round {out['maintenance_round_seconds']} s, "
+            f"{out['maintenance_round_kube_requests']} API requests")
+        return out
+
+    def checkpoint(self) -> None:
+        """The results so far, so that an interrupted run still leaves its figures."""
+        self.args.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.args.out.with_suffix(".partial.json")
+        partial.write_text(json.dumps(self.result, indent=2) + "\n")
 
     def run(self) -> dict:
         c = self.cfg
@@ -625,15 +751,23 @@ class Bench:
         ensure_namespace(self.kube, self.ns)
         ensure_namespace(self.kube, self.direct_ns)
         r["meter_self_test"] = meter_self_test(self.kube, self.ns)
+        log(f"API traffic without the service, {c['idle_window']} s")
+        base, base_s = traffic_window(self.kube, c["idle_window"])
         self.start_service()
         time.sleep(2)
         r["memory_kib"] = {"0": self.rss()}
-        log(f"service ready; VmRSS {r['memory_kib']['0']} KiB with 0 runtimes")
+        log(f"service ready; VmRSS {r['memory_kib']['0']} KiB with 0 runtimes; its idle API traffic, "
+            f"{c['idle_window']} s")
+        with_svc, with_s = traffic_window(self.kube, c["idle_window"])
+        r["idle_traffic_0"] = {"without_service": base, "without_seconds": round(base_s, 1),
+                               "with_service": with_svc, "with_seconds": round(with_s, 1)}
+        self.checkpoint()
 
         # shapes of one runtime the service made
         _, tmpl = self.start_one(f"bench-template-{secrets.token_hex(6)}")
         self.wait_all_running(1, 60)
         shapes = Shapes(self.kube, self.ns, tmpl["runtime_id"], self.population[0][1])
+        self.shapes = shapes
         self.workers = Workers(c["concurrency"], self.svc.base_url, self.svc.api_key, self.server, self.cert_files,
                                shapes, self.direct_ns)
         self.workers.warm()
@@ -646,6 +780,15 @@ class Bench:
             time.sleep(2)
             r["memory_kib"][str(n)] = self.rss()
             r["reads"].append(self.measure_reads(n))
+            self.checkpoint()
+            if n == c["v1_at"]:
+                r["v1_pattern"] = self.measure_v1(n)
+            if step_i == len(c["steps"]) - 1:
+                r["top"] = self.measure_top(len(self.population))
+                self.checkpoint()
+                r["stop_all"] = self.measure_stop()
+                self.checkpoint()
+                continue
             if step_i == 0:
                 r["start_latency"] = self.measure_starts(shapes)
                 log("removing the directly created objects (namespace deletion)")
@@ -656,6 +799,7 @@ class Bench:
                 r["stop"] = self.measure_stop()
                 time.sleep(2)
                 r["memory_kib"][f"after_stopping_{n}"] = self.rss()
+            self.checkpoint()
         check("start_latency" in r and "stop" in r, "configuration skipped a measurement")
         return r
 

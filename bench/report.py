@@ -48,7 +48,7 @@ def table(k8s: dict, proc: dict | None) -> str:
     s = r["start_latency"]
     seq, conc = s["sequential"], s["concurrent"]
     row(f"1. `/start` response, {seq['n']} sequential (p50 / p95 / p99)", pcts(seq["service_start_s"]),
-        f"six objects created directly: {pcts(seq['direct_create_s'])}",
+        f"five objects created directly: {pcts(seq['direct_create_s'])}",
         f"{seq['ratio_p50']:.2f} (p99 {seq['ratio_p99']:.2f})")
     row(f"1. `/start` response, {conc['n']} at concurrency {conc['concurrency']} (p50 / p95 / p99)",
         f"{pcts(conc['service_start_s'])}; {conc['service_starts_per_s']}/s",
@@ -57,7 +57,7 @@ def table(k8s: dict, proc: dict | None) -> str:
     cpu = s.get("driver_cpu_ms_per_op")
     if cpu:
         row("1. driver CPU per operation (Python, same lean client on both sides)",
-            f"{cpu['service_start']:.2f} ms per `/start`", f"{cpu['direct_create']:.2f} ms per six creates", "-")
+            f"{cpu['service_start']:.2f} ms per `/start`", f"{cpu['direct_create']:.2f} ms per five creates", "-")
     w = r["start_to_running"]
     row(f"2. `/start` -> `running` (kwok pod ready), {w['runs']} runs (p50 / p95 / p99)",
         pcts(w["service_start_to_running_s"]), f"bare pod create -> Ready: {pcts(w['bare_pod_create_to_ready_s'])}",
@@ -70,10 +70,48 @@ def table(k8s: dict, proc: dict | None) -> str:
         row(f"3. `/sessions/batch` ({rd['batch_ids']} ids), {n} runtimes (p50 / p99; API requests per read)",
             f"{pcts(rd['batch']['latency_s'], ('p50', 'p99'))}; {rd['batch']['apiserver_requests_per_read']:g} per read",
             "0 API requests per read", "-")
+        if "get" in rd:
+            row(f"3. `/runtime/{{id}}`, {n} runtimes (p50 / p99); `/metrics` scrape (p50)",
+                f"{pcts(rd['get']['latency_s'], ('p50', 'p99'))}; `/metrics` {pcts(rd['metrics_scrape_s'], ('p50',))}",
+                "-", "-")
+        if rd["runtimes"] == max(x["runtimes"] for x in r["reads"]):
+            row(f"3. `/list?status=all` bytes at {n} runtimes", f"{rd['list']['bytes_last_response']:,} B", "-", "-")
     mem = r["memory_kib"]
     order = sorted((k for k in mem if k.isdigit()), key=int)
     row("4. service VmRSS by number of runtimes", ", ".join(f"{k}: {mib(mem[k])}" for k in order)
         + "".join(f"; {k.replace('_', ' ')}: {mib(v)}" for k, v in mem.items() if not k.isdigit()), "-", "-")
+    v1 = r.get("v1_pattern")
+    if v1:
+        row(f"7. V1 pattern at {v1['runtimes_before']} runtimes: `/list` then `/start`, {v1['runs']} times (p50 / p99)",
+            f"`/list` {pcts(v1['list_s'], ('p50', 'p99'))}, `/start` {pcts(v1['start_s'], ('p50', 'p99'))}; "
+            f"both {pcts(v1['list_then_start_s'], ('p50', 'p99'))}", "-", "-")
+    idle = r.get("idle_traffic_0")
+    if idle:
+        per_min = lambda d, secs: sum(d.values()) * 60 / secs
+        base = per_min(idle["without_service"], idle["without_seconds"])
+        withs = per_min(idle["with_service"], idle["with_seconds"])
+        row("8. idle API-server requests per minute at 0 runtimes (all clients: kwok, scheduler, ...)",
+            f"{withs:.0f} with the service, {base:.0f} without: service ~{withs - base:.0f}/min", "-", "-")
+    top = r.get("top")
+    if top:
+        t = top["start_sequential_s"]
+        first = r["start_latency"]["sequential"]["service_start_s"]
+        row(f"9. `/start` at {top['runtimes']} runtimes, {t['n']} sequential (p50 / p99)",
+            f"{pcts(t, ('p50', 'p99'))} (at {r['reads'][0]['runtimes']}: {pcts(first, ('p50', 'p99'))})",
+            "-", f"{t['p50'] / first['p50']:.2f}")
+        row(f"9. restart at {top['runtimes']} runtimes: ready after re-list; VmRSS; one maintenance round",
+            f"{top['restart_seconds_to_ready']:.1f} s; {mib(top['memory_kib_after_restart'])}; "
+            f"round {top['maintenance_round_seconds'] * 1000:.0f} ms, {top['maintenance_round_kube_requests']} API requests",
+            "-", "-")
+        if "idle_traffic" in top:
+            it = top["idle_traffic"]
+            row(f"9. idle API-server requests per minute at {top['runtimes']} runtimes (all clients)",
+                f"{sum(it['apiserver_requests'].values()) * 60 / it['seconds']:.0f}", "-", "-")
+    sa = r.get("stop_all")
+    if sa:
+        row(f"9. `/stop` of all {sa['runtimes']} runtimes at concurrency {sa['concurrency']}: until no owned object remains",
+            f"{sa['seconds_until_no_owned_object']:.1f} s (all answered after {sa['seconds_until_all_stop_answered']:.1f} s; "
+            f"p50 / p99 {pcts(sa['stop_latency_s'], ('p50', 'p99'))})", "-", "-")
     st = r["stop"]
     row(f"5. `/stop` of {st['runtimes']} runtimes at concurrency {st['concurrency']}: until no owned object remains",
         f"{st['seconds_until_no_owned_object']:.1f} s (all `/stop` answered after "
@@ -129,7 +167,7 @@ def plot(k8s: dict, out: Path) -> None:
     ax.set_xticks(ns)
     ax.set_xticklabels([f"{n:,}" for n in ns])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("runtimes (each: record, Secret, Pod, Service, Ingress, NetworkPolicy)")
+    ax.set_xlabel("runtimes (each: record, Secret, Pod, Service, Ingress; one shared NetworkPolicy)")
     ax.set_ylabel("latency (ms)")
     m = k8s["machine"]
     worst = max(max(r["list"]["apiserver_requests_per_read"], r["batch"]["apiserver_requests_per_read"]) for r in reads)

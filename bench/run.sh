@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # bench/run.sh [--full|--smoke] - the runtime-api benchmark, one command (see bench/README.md).
 #
-#   --full   (default) 200 sequential + 200 concurrent starts, reads at 100 / 1,000 / 5,000
-#            runtimes, /stop of 1,000, process backend 5 runs; results in bench/results/, the
-#            table also into bench/README.md. Tens of minutes on 2 cores.
+#   --full   (default) 200 sequential + 200 concurrent starts, reads at 100 / 1,000 / 5,000 /
+#            20,000 runtimes, /stop of 1,000, the V1 pattern at 5,000, a restart, a maintenance
+#            round and /stop of all at 20,000, process backend 5 runs; results in bench/results/,
+#            the table also into bench/README.md. About an hour on 2 cores.
 #   --smoke  the same harness, small (20 + 20 starts, 10 / 50 runtimes, process backend 1 run);
 #            results in bench/results/smoke/ (not committed). About 2 minutes. For CI.
 #
 # Brings up its OWN control plane (scripts/cluster.sh with the CLUSTER_* settings below, on ports
-# of its own, 10 kwok nodes of 1,000 pods) and takes it down at the end, also on failure.
+# of its own, 10 kwok nodes of 2,500 pods) and takes it down at the end, also on failure.
 # Binary: $RUNTIME_API_BIN, else target/release/runtime-api, else target/debug/runtime-api (not
 # built here). Environment: BENCH_SKIP_PROCESS=1 skips the process backend part.
 # Exit status non-zero when any step or check failed.
@@ -58,7 +59,7 @@ export CLUSTER_ETCD_PEER_PORT=${BENCH_CLUSTER_ETCD_PEER_PORT:-43800}
 export CLUSTER_CONTROLLER_MANAGER_PORT=${BENCH_CLUSTER_CONTROLLER_MANAGER_PORT:-36257}
 export CLUSTER_SCHEDULER_PORT=${BENCH_CLUSTER_SCHEDULER_PORT:-36259}
 export CLUSTER_NODES=${BENCH_CLUSTER_NODES:-10}
-export CLUSTER_NODE_PODS=${BENCH_CLUSTER_NODE_PODS:-1000}
+export CLUSTER_NODE_PODS=${BENCH_CLUSTER_NODE_PODS:-2500}
 export CLUSTER_REAL_NODE=${BENCH_CLUSTER_REAL_NODE:-0}   # kwok nodes only: the real node is one per machine
 cluster_down() { scripts/cluster.sh down >/dev/null 2>&1 || log "WARNING: scripts/cluster.sh down failed (run dir $CLUSTER_RUN_DIR)"; }
 trap cluster_down EXIT

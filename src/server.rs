@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 identity: identity.clone(),
                 duration: Duration::from_secs(config.maintenance.lease_duration_seconds),
                 retry: Duration::from_secs((config.maintenance.lease_duration_seconds / 5).max(1)),
+                renew: Duration::from_secs((config.maintenance.lease_duration_seconds / 3).max(1)),
             };
             background.push(tokio::spawn(lease::run(api, lease, leader_tx, shutdown_rx.clone())));
         }

@@ -218,6 +218,7 @@ pub struct Metrics {
     pub start_duration: Histogram,
     pub start_to_running: Histogram,
     pub maintenance: Family<OperationLabels, Counter>,
+    pub maintenance_round: Histogram,
     pub leader: Gauge,
     pub cache_objects: Family<KindLabels, Gauge>,
     pub kube_requests: Family<KubeLabels, Counter>,
@@ -338,7 +339,7 @@ impl Metrics {
         let runtimes = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "runtimes",
-            "Runtimes by status, as of the last scrape",
+            "Runtimes by status (kept from the watch events, read at each scrape)",
             runtimes.clone(),
         );
         let operations = Family::<OperationLabels, Counter>::default();
@@ -365,6 +366,12 @@ impl Metrics {
             "Maintenance actions by kind and outcome",
             maintenance.clone(),
         );
+        let maintenance_round = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register(
+            "maintenance_round_duration_seconds",
+            "Duration of one maintenance round on the leader (rules, then the orphan sweep)",
+            maintenance_round.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -380,7 +387,7 @@ impl Metrics {
         let kube_requests = Family::<KubeLabels, Counter>::default();
         registry.register(
             "kube_requests",
-            "Kubernetes API write requests by verb, kind and outcome",
+            "Kubernetes API requests by verb, kind and outcome: writes, and the sweep's lists",
             kube_requests.clone(),
         );
         let gateway = GatewayMetrics::register(&mut registry);
@@ -389,6 +396,7 @@ impl Metrics {
             gateway,
             pool,
             maintenance,
+            maintenance_round,
             leader,
             cache_objects,
             kube_requests,

@@ -5,7 +5,7 @@
 //! invariants are about what the namespace holds and what `/list?status=all` says:
 //! - every object labelled as ours (records, Secrets, pods, Services, Ingresses,
 //!   NetworkPolicies, claims) belongs to a listed runtime;
-//! - every listed runtime is real: one record, its Secret, Service, Ingress, NetworkPolicy and
+//! - every listed runtime is real: one record, its Secret, Service, Ingress and
 //!   claim, one pod of the record's generation when running and none when paused;
 //! - no session has two runtimes, neither in `/list` nor among the objects;
 //! - a retried `/start` of every session answers with one runtime, which comes to run;
@@ -185,7 +185,7 @@ fn violations(listed: &[Value], objects: &[Object]) -> Vec<String> {
         if runtime["session_api_key"].as_str().is_none_or(str::is_empty) {
             found.push(format!("{id} is listed without a session key"));
         }
-        for kind in ["secret", "service", "ingress", "networkpolicy", "claim"] {
+        for kind in ["secret", "service", "ingress", "claim"] {
             let n = of(kind).len();
             if n != 1 {
                 found.push(format!("{id} is listed as {status} but has {n} {kind} objects"));
@@ -218,13 +218,21 @@ fn violations(listed: &[Value], objects: &[Object]) -> Vec<String> {
             found.push(format!("session {session} is listed with {} runtimes: {ids:?}", ids.len()));
         }
     }
-    for o in &live {
+    // One NetworkPolicy protects every sandbox; none of a runtime's own (earlier versions').
+    let shared = |o: &&&Object| o.kind == "networkpolicy" && o.runtime_id.is_empty();
+    if !listed.is_empty() && !live.iter().any(|o| shared(&o) && o.name == "oh-sandboxes") {
+        found.push("no shared network policy oh-sandboxes protects the sandboxes".into());
+    }
+    for o in live.iter().filter(|o| o.kind == "networkpolicy" && !o.runtime_id.is_empty()) {
+        found.push(format!("a per-sandbox {} exists", o.describe()));
+    }
+    for o in live.iter().filter(|o| !shared(o)) {
         if !listed_ids.contains(o.runtime_id.as_str()) {
             found.push(format!("{} of runtime {} exists, not listed", o.describe(), o.runtime_id));
         }
     }
     let mut per_session: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for o in &live {
+    for o in live.iter().filter(|o| !shared(o)) {
         per_session.entry(&o.session_hash).or_default().insert(&o.runtime_id);
     }
     for (hash, ids) in per_session {
@@ -255,7 +263,7 @@ fn the_invariant_checker_names_each_kind_of_violation() {
     };
     let runtime = |id: &str, paused: bool| {
         let mut all = vec![object("record", format!("oh-session-{id}"), id, paused)];
-        for kind in ["secret", "service", "ingress", "networkpolicy", "claim"] {
+        for kind in ["secret", "service", "ingress", "claim"] {
             all.push(object(kind, format!("oh-rt-{id}"), id, false));
         }
         if !paused {
@@ -264,7 +272,8 @@ fn the_invariant_checker_names_each_kind_of_violation() {
         all
     };
     let listed = |id: &str, session: &str, status: &str| json!({"runtime_id": id, "session_id": session, "status": status, "session_api_key": "k"});
-    let sound = [runtime("a", false), runtime("b", true)].concat();
+    let policy = object("networkpolicy", "oh-sandboxes".into(), "", false);
+    let sound = [runtime("a", false), runtime("b", true), vec![policy]].concat();
     let both = [listed("a", "s-a", "running"), listed("b", "s-b", "paused")];
     assert_eq!(violations(&both, &sound), Vec::<String>::new());
 
@@ -273,7 +282,7 @@ fn the_invariant_checker_names_each_kind_of_violation() {
         damage(&mut objects, &mut listed);
         violations(&listed, &objects).join("; ")
     };
-    let cases: [(&str, Damage<'_>); 7] = [
+    let cases: [(&str, Damage<'_>); 9] = [
         ("b is listed as paused but its pods", &|o, _| {
             o.push(object("pod", "oh-rt-b-1".into(), "b", false))
         }),
@@ -286,7 +295,11 @@ fn the_invariant_checker_names_each_kind_of_violation() {
         ("a is listed as running, pods []", &|o, _| o.retain(|x| x.kind != "pod")),
         ("session s-a is listed with 2 runtimes", &|_, l| l[1]["session_id"] = json!("s-a")),
         ("session hash hash-a has objects of 2 runtimes", &|o, _| {
-            o[7].session_hash = "hash-a".into()
+            o[6].session_hash = "hash-a".into()
+        }),
+        ("no shared network policy oh-sandboxes", &|o, _| o.retain(|x| x.kind != "networkpolicy")),
+        ("a per-sandbox networkpolicy/oh-rt-a exists", &|o, _| {
+            o.push(object("networkpolicy", "oh-rt-a".into(), "a", false))
         }),
         ("a is still starting", &|_, l| l[0]["status"] = json!("starting")),
     ];
@@ -349,7 +362,8 @@ async fn settled(ns: &TestNamespace, replicas: &[&Service]) -> Vec<String> {
     }
 }
 
-/// Stops every listed runtime; then nothing may be listed, nor left in the namespace.
+/// Stops every listed runtime; then nothing may be listed, nor left in the namespace (but the
+/// shared NetworkPolicy).
 async fn stop_everything(ns: &TestNamespace, svc: &Service) -> Vec<String> {
     let mut found = Vec::new();
     for runtime in list_all(svc).await.unwrap_or_default() {
@@ -362,8 +376,12 @@ async fn stop_everything(ns: &TestNamespace, svc: &Service) -> Vec<String> {
     let deadline = Instant::now() + SETTLE;
     loop {
         let listed = list_all(svc).await.map(|l| l.len());
-        let objects =
-            ns.objects().await.map(|o| o.iter().map(Object::describe).collect::<Vec<_>>());
+        // The sandboxes' shared NetworkPolicy outlives every runtime.
+        let objects = ns.objects().await.map(|o| {
+            let of_runtimes =
+                o.iter().filter(|o| !o.runtime_id.is_empty() || o.kind != "networkpolicy");
+            of_runtimes.map(Object::describe).collect::<Vec<_>>()
+        });
         if listed == Ok(0) && objects.as_ref().is_ok_and(Vec::is_empty) {
             return found;
         }

@@ -144,7 +144,6 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
         format!("pod/oh-rt-{id}-1"),
         format!("service/oh-rt-{id}"),
         format!("ingress/oh-rt-{id}"),
-        format!("networkpolicy/oh-rt-{id}"),
         format!("persistentvolumeclaim/oh-rt-{id}-workspace"),
     ]
     .into_iter()
@@ -153,6 +152,11 @@ async fn full_lifecycle_creates_owned_objects_and_stop_leaves_nothing() {
     let record = ns.api::<ConfigMap>().get(&format!("oh-session-{hash}")).await.unwrap();
     let uid = record.metadata.uid.clone().unwrap();
     let pod = ns.api::<Pod>().get(&format!("oh-rt-{id}-1")).await.unwrap();
+    // One NetworkPolicy for every sandbox, selecting this one by its labels.
+    let shared = ns.api::<NetworkPolicy>().get("oh-sandboxes").await.unwrap();
+    let selector = shared.spec.unwrap().pod_selector.unwrap().match_labels.unwrap();
+    let pod_labels = pod.metadata.labels.clone().unwrap();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{selector:?}");
     assert_eq!(pod.owner_references()[0].uid, uid);
     assert_eq!(
         ns.api::<Secret>().get(&format!("oh-rt-{id}")).await.unwrap().owner_references()[0].uid,
@@ -398,7 +402,7 @@ async fn a_start_interrupted_by_a_crash_ends_complete() {
     second.wait_running(&id).await;
     assert_eq!(runtime["session_api_key"].as_str().unwrap().len(), 64);
     let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
-    for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"] {
+    for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/"] {
         assert_eq!(
             objects.iter().filter(|o| o.starts_with(kind)).count(),
             1,
@@ -771,8 +775,7 @@ async fn sigterm_releases_the_lease_and_finishes_a_start_in_flight() {
     let objects = ns.objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
     match pending.await.unwrap() {
         Ok(resp) if resp.status() == 200 => {
-            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/", "networkpolicy/"]
-            {
+            for kind in ["configmap/", "secret/", "pod/", "service/", "ingress/"] {
                 assert_eq!(
                     objects.iter().filter(|o| o.starts_with(kind)).count(),
                     1,
@@ -854,13 +857,23 @@ async fn the_sweep_deletes_orphans_and_repairs_runtimes() {
     ns.api::<KubeService>().create(&PostParams::default(), &orphan).await.unwrap();
     // A runtime that lost an object.
     ns.api::<KubeService>().delete(&format!("oh-rt-{id}"), &Default::default()).await.unwrap();
-    ns.api::<NetworkPolicy>().delete(&format!("oh-rt-{id}"), &Default::default()).await.unwrap();
+    // The sandboxes' shared policy, deleted, and a per-sandbox policy an earlier version made.
+    let policies = ns.api::<NetworkPolicy>();
+    policies.delete("oh-sandboxes", &Default::default()).await.unwrap();
+    let legacy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": format!("oh-rt-{id}"), "labels": {
+            "app.kubernetes.io/managed-by": "runtime-api", RUNTIME_ID_LABEL: id}},
+        "spec": {"podSelector": {"matchLabels": {RUNTIME_ID_LABEL: id}}}
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &legacy).await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let objects = ns.objects("app.kubernetes.io/managed-by=runtime-api").await;
         let repaired = objects.contains(&format!("service/oh-rt-{id}"))
-            && objects.contains(&format!("networkpolicy/oh-rt-{id}"));
+            && objects.contains("networkpolicy/oh-sandboxes")
+            && !objects.contains(&format!("networkpolicy/oh-rt-{id}"));
         let swept = !objects.contains("service/oh-rt-orphan");
         if repaired && swept {
             break;
@@ -948,8 +961,8 @@ async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
     assert!(message.contains("RuntimeClass \"not-in-this-cluster\""), "{body}");
     assert!(!message.contains("Role"), "{body}");
 
-    // A quota that admits no pod: refused after the record, Secret, Service, Ingress and
-    // NetworkPolicy were created.
+    // A quota that admits no pod: refused after the record, Secret, Service and Ingress were
+    // created.
     let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
         json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
     )
@@ -965,7 +978,9 @@ async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
     }
     let (_, listed) = svc.get("/list?status=all").await;
     assert_eq!(listed["total"], 0, "{listed}");
-    ns.wait_no_objects("app.kubernetes.io/managed-by=runtime-api").await;
+    // Nothing but the sandboxes' shared NetworkPolicy, which outlives every runtime.
+    let runtimes = "app.kubernetes.io/managed-by=runtime-api,runtime-api.openhands.dev/component!=network-policy";
+    ns.wait_no_objects(runtimes).await;
 }
 
 #[tokio::test]
@@ -1070,8 +1085,9 @@ async fn kubernetes_calls_are_spans_of_the_callers_trace_and_batch_conversations
             .filter(|s| s.kind == common::otlp::SpanKind::Client && s.name == "create")
             .cloned()
             .collect();
-        // The record, Secret, Pod, Service, Ingress and NetworkPolicy.
-        if let Some(server) = server.filter(|_| kube.len() >= 6) {
+        // The record, Secret, Pod, Service and Ingress (and the shared NetworkPolicy, if this
+        // is the instance's first start).
+        if let Some(server) = server.filter(|_| kube.len() >= 5) {
             break (server, kube);
         }
         assert!(Instant::now() < deadline, "spans of the trace so far: {spans:?}");

@@ -15,7 +15,7 @@ use super::types::{
     StartRequest, batch_ids, list_query,
 };
 use crate::runtime::spec::{validate_runtime_id, validate_session_id};
-use crate::runtime::{ErrorKind, ImageCheck, ListFilter, Readiness, Runtime};
+use crate::runtime::{ErrorKind, ImageCheck, Readiness, Runtime};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -132,20 +132,24 @@ fn outcome<T>(result: &Result<T, crate::runtime::BackendError>) -> &'static str 
         (status = 500, description = "Internal failure", body = ErrorBody),
         (status = 503, description = "The backend's caches are not complete yet", body = ErrorBody),
     ))]
-pub async fn list(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Json<RuntimeList>> {
+pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let query = list_query(query.as_deref())?;
-    let mut runtimes = state.backend.list(&query.filter).await?;
     // Oldest first, so pagination is stable and V1's "pause the oldest" logic sees a clear order.
-    runtimes.sort_by(|a, b| {
-        a.created_at.cmp(&b.created_at).then_with(|| a.runtime_id.cmp(&b.runtime_id))
-    });
-    let total = runtimes.len();
-    let page: Vec<Runtime> =
-        runtimes.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
-    Ok(Json(RuntimeList { runtimes: page, total }))
+    let page = state.backend.list_page(&query.filter, query.offset, query.limit).await?;
+    // The runtimes come serialised: the answer is their concatenation (a `RuntimeList`).
+    let size = page.runtimes.iter().map(|r| r.len() + 1).sum::<usize>() + 40;
+    let mut body = String::with_capacity(size);
+    body.push_str("{\"runtimes\":[");
+    for (i, runtime) in page.runtimes.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(runtime);
+    }
+    body.push_str("],\"total\":");
+    body.push_str(&page.total.to_string());
+    body.push('}');
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[utoipa::path(get, path = "/runtime/{runtime_id}", tag = "runtimes",
@@ -317,8 +321,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus metrics",
         content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(all) = state.backend.list(&ListFilter::All).await {
-        state.metrics.set_runtime_counts(|s| all.iter().filter(|r| r.status == s).count());
+    if let Ok(counts) = state.backend.status_counts().await {
+        state.metrics.set_runtime_counts(|s| {
+            counts.iter().find(|(status, _)| *status == s).map_or(0, |(_, n)| *n)
+        });
     }
     for (kind, size) in state.backend.cache_sizes() {
         state

@@ -129,7 +129,9 @@ pub async fn run(
             failing_since.clear();
             continue;
         }
+        let started = Instant::now();
         round(&*backend, &settings, &metrics, &http, &leader, &mut failing_since).await;
+        metrics.maintenance_round.observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -12,6 +12,7 @@ pub mod status;
 pub mod urls;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -71,6 +72,13 @@ impl ListFilter {
             ListFilter::Only(wanted) => wanted.contains(&status),
         }
     }
+}
+
+/// One page of a listing: the JSON of each runtime on it, and how many the filter selects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListPage {
+    pub runtimes: Vec<Arc<str>>,
+    pub total: usize,
 }
 
 /// The answer of `/image_exists`: backends say when they cannot tell instead of guessing.
@@ -161,6 +169,33 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, runtime_id: &str) -> BackendResult<Option<Runtime>>;
     async fn get_by_session(&self, session_id: &str) -> BackendResult<Option<Runtime>>;
     async fn list(&self, filter: &ListFilter) -> BackendResult<Vec<Runtime>>;
+    /// One page of `/list`, oldest first, each runtime already serialised. By default from
+    /// [`Backend::list`]; a backend with many runtimes keeps them serialised instead.
+    async fn list_page(
+        &self,
+        filter: &ListFilter,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> BackendResult<ListPage> {
+        let mut runtimes = self.list(filter).await?;
+        runtimes.sort_by(|a, b| {
+            a.created_at.cmp(&b.created_at).then_with(|| a.runtime_id.cmp(&b.runtime_id))
+        });
+        let total = runtimes.len();
+        let runtimes = runtimes
+            .iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|r| serde_json::to_string(r).map(Arc::from))
+            .collect::<Result<_, _>>()
+            .map_err(|e| BackendError::internal(format!("cannot serialise a runtime: {e}")))?;
+        Ok(ListPage { runtimes, total })
+    }
+    /// How many runtimes are in `status`, for the gauges (by default counted from a listing).
+    async fn status_counts(&self) -> BackendResult<Vec<(Status, usize)>> {
+        let all = self.list(&ListFilter::All).await?;
+        Ok(Status::ALL.map(|s| (s, all.iter().filter(|r| r.status == s).count())).to_vec())
+    }
     /// Stops the sandbox's compute, keeping everything needed to resume. `reason` (set by
     /// maintenance) is shown in `status_detail` while paused.
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime>;

@@ -112,6 +112,7 @@ check_permissions() { # NAMESPACE-OF-SA SERVICEACCOUNT SANDBOX-NAMESPACE LABEL
   for r in services persistentvolumeclaims ingresses.networking.k8s.io networkpolicies.networking.k8s.io; do
     for v in list create delete; do can "$sa_ns" "$sa" $v $r "$ns" >/dev/null || missing+=("$v $r"); done
   done
+  can "$sa_ns" "$sa" update networkpolicies.networking.k8s.io "$ns" >/dev/null || missing+=("update networkpolicies")
   for v in get create update; do can "$sa_ns" "$sa" $v leases.coordination.k8s.io "$ns" >/dev/null || missing+=("$v leases"); done
   for r in events events.events.k8s.io; do
     for v in create patch; do can "$sa_ns" "$sa" $v $r "$ns" >/dev/null || missing+=("$v $r"); done

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ use crate::runtime::plan::{Known, ResumePlan, StartPlan, plan_resume, plan_start
 use crate::runtime::spec::EnvLimits;
 use crate::runtime::{
     AgentEndpoint, Backend, BackendError, BackendResult, Candidate, ImageCheck, ListFilter,
-    PodStatus, Readiness, RouteTarget, Runtime, RuntimeSpec, Status, SweepReport, ids,
+    ListPage, PodStatus, Readiness, RouteTarget, Runtime, RuntimeSpec, Status, SweepReport, ids,
 };
 
 /// How long a write waits for the cache to show it before answering anyway.
@@ -122,6 +123,13 @@ impl KubernetesBackend {
         })
     }
 
+    /// Reads the kept views after rebuilding those whose objects changed (see [`super::views`]).
+    fn read_views<T>(&self, read: impl FnOnce(&super::views::State) -> T) -> T {
+        let store = &self.inner.store;
+        let build = |id: &str| store.record_for_runtime(id).and_then(|r| self.view(&r));
+        store.views().read(build, || store.runtime_ids(), read)
+    }
+
     /// The IP of the record's current pod, once it has one.
     fn pod_address(&self, info: &RecordInfo) -> Option<std::net::IpAddr> {
         let pod = self.inner.store.pod(&pod_name(&info.runtime_id, info.generation))?;
@@ -156,9 +164,6 @@ impl KubernetesBackend {
             self.writer().create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
         }
         self.writer().create::<Service>("service", &manifests::service(s, &id)).await?;
-        self.writer()
-            .create::<NetworkPolicy>("network policy", &manifests::network_policy(s, &id))
-            .await?;
         if let Some(ingress) = manifests::ingress(s, &id) {
             self.writer().create::<Ingress>("ingress", &ingress).await?;
         }
@@ -168,12 +173,25 @@ impl KubernetesBackend {
         Ok(())
     }
 
+    /// The sandboxes' shared NetworkPolicy, created once per replica before its first sandbox
+    /// pod (AlreadyExists is fine); afterwards the leader's sweep keeps it.
+    pub(super) async fn ensure_network_policy(&self) -> BackendResult<()> {
+        if self.inner.policy_in_place.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let policy = manifests::sandbox_network_policy(&self.inner.settings);
+        self.writer().create::<NetworkPolicy>("network policy", &policy).await?;
+        self.inner.policy_in_place.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The sandbox pod of the record's current generation.
     async fn create_pod(&self, info: &RecordInfo, id: Identity<'_>) -> BackendResult<()> {
         let s = &self.inner.settings;
         let class = manifests::runtime_class(s, &info.spec)?;
         let created_at = jiff::Timestamp::now().to_string();
         let pod = manifests::pod(s, &id, &info.spec, class, info.generation, &created_at);
+        self.ensure_network_policy().await?;
         self.writer().create::<Pod>("sandbox pod", &pod).await
     }
 
@@ -241,7 +259,6 @@ impl KubernetesBackend {
         let object = object_name(runtime_id);
         self.writer().delete_pods(runtime_id).await?;
         self.writer().delete::<Ingress>("ingress", &object).await?;
-        self.writer().delete::<NetworkPolicy>("network policy", &object).await?;
         self.writer().delete::<Service>("service", &object).await?;
         self.writer().delete::<Secret>("secret", &object).await?;
         if self.inner.settings.workspace_storage_size.is_some() {
@@ -342,6 +359,20 @@ impl Backend for KubernetesBackend {
             .filter_map(|r| self.view(r))
             .filter(|r| filter.matches(r.status))
             .collect())
+    }
+
+    /// From the kept views: only runtimes whose objects changed since the last read are rebuilt.
+    async fn list_page(
+        &self,
+        filter: &ListFilter,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> BackendResult<ListPage> {
+        Ok(self.read_views(|views| views.page(filter, offset, limit)))
+    }
+
+    async fn status_counts(&self) -> BackendResult<Vec<(Status, usize)>> {
+        Ok(self.read_views(|views| Status::ALL.map(|s| (s, views.count_of(s))).to_vec()))
     }
 
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {

@@ -26,7 +26,7 @@ use super::quantity;
 use super::record::{
     ANNOTATION_CREATED_AT, COMPONENT_INGRESS, COMPONENT_NETWORK_POLICY, COMPONENT_SANDBOX,
     COMPONENT_SECRET, COMPONENT_SERVICE, COMPONENT_WORKSPACE, LABEL_COMPONENT, LABEL_RUNTIME_ID,
-    claim_name, labels, object_name, pod_name,
+    MANAGED_BY, claim_name, labels, object_name, pod_name,
 };
 use super::settings::KubeSettings;
 use crate::config::{self, RoutingMode};
@@ -34,6 +34,9 @@ use crate::runtime::env::{Injected, SESSION_KEY_VARS, injected_environment, sand
 pub use crate::runtime::urls::Urls;
 use crate::runtime::urls::{self, UrlStyle};
 use crate::runtime::{BackendError, BackendResult, Command, RuntimeSpec};
+
+/// The name of the sandboxes' shared NetworkPolicy ([`sandbox_network_policy`]).
+pub const SANDBOX_NETWORK_POLICY: &str = "oh-sandboxes";
 
 const CA_MOUNT_DIR: &str = "/etc/runtime-api/ca";
 const CONTAINER_NAME: &str = "agent-server";
@@ -528,9 +531,11 @@ fn direct_routing_rules(
     (vec![rule], vec![s.base_domain.clone()])
 }
 
-/// Only the ingress controller and this service may reach the sandbox; the sandbox may reach
-/// anything but the cloud metadata endpoints.
-pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
+/// The one NetworkPolicy of every sandbox in the namespace (kept by the leader's sweep, created
+/// by the first start of each replica): only the ingress controller and this service may reach a
+/// sandbox; a sandbox may reach anything but the cloud metadata endpoints. It selects sandbox pods
+/// by label, so it is one object whatever the number of sandboxes.
+pub fn sandbox_network_policy(s: &KubeSettings) -> NetworkPolicy {
     let ingress_controller = NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
             match_labels: Some(
@@ -553,11 +558,21 @@ pub fn network_policy(s: &KubeSettings, id: &Identity<'_>) -> NetworkPolicy {
         ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(vec![metadata.into()]) }),
         ..Default::default()
     };
+    let label = |(k, v): (&str, &str)| (k.to_string(), v.to_string());
     NetworkPolicy {
-        metadata: id.meta(object_name(id.runtime_id), COMPONENT_NETWORK_POLICY, &s.namespace),
+        metadata: ObjectMeta {
+            name: Some(SANDBOX_NETWORK_POLICY.into()),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(
+                [MANAGED_BY, (LABEL_COMPONENT, COMPONENT_NETWORK_POLICY)].map(label).into(),
+            ),
+            ..Default::default()
+        },
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(sandbox_selector(id.runtime_id)),
+                match_labels: Some(
+                    [MANAGED_BY, (LABEL_COMPONENT, COMPONENT_SANDBOX)].map(label).into(),
+                ),
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
@@ -956,7 +971,20 @@ mod tests {
             "--service-pod-labels",
             "app=runtime-api",
         ]);
-        let np = network_policy(&s, &identity()).spec.unwrap();
+        let np = sandbox_network_policy(&s);
+        assert_eq!(np.metadata.name.as_deref(), Some(SANDBOX_NETWORK_POLICY));
+        // Every sandbox pod of this service, and nothing else.
+        assert_eq!(
+            np.spec.as_ref().unwrap().pod_selector.as_ref().unwrap().match_labels,
+            Some(
+                [
+                    ("app.kubernetes.io/managed-by".to_string(), "runtime-api".to_string()),
+                    (LABEL_COMPONENT.to_string(), COMPONENT_SANDBOX.to_string())
+                ]
+                .into()
+            )
+        );
+        let np = np.spec.unwrap();
         assert_eq!(np.policy_types.unwrap(), ["Ingress", "Egress"]);
         let from = np.ingress.unwrap()[0].from.clone().unwrap();
         assert_eq!(

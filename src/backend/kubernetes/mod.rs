@@ -15,9 +15,11 @@ pub mod settings;
 pub mod status;
 pub mod store;
 mod sweep;
+pub mod views;
 pub mod writes;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use kube::Client;
 
@@ -43,6 +45,11 @@ struct Inner {
     /// Serialises `/start` per session within this replica; across replicas the record's
     /// deterministic name does the same job.
     session_locks: KeyedLocks,
+    /// Whether this replica has seen the sandboxes' shared NetworkPolicy in place (a start
+    /// creates it first otherwise, so no sandbox runs unprotected before the leader's sweep).
+    policy_in_place: AtomicBool,
+    /// When this replica's last complete sweep started (see [`sweep`]: idle rounds skip it).
+    last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KubernetesBackend {
@@ -75,7 +82,16 @@ impl KubernetesBackend {
             Writer::new(client.clone(), &settings.namespace, metrics, identity, settings.timeouts);
         let session_locks = KeyedLocks::default();
         Ok(KubernetesBackend {
-            inner: Arc::new(Inner { settings, client, store, writer, registry, session_locks }),
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                store,
+                writer,
+                registry,
+                session_locks,
+                policy_in_place: AtomicBool::new(false),
+                last_sweep: Default::default(),
+            }),
         })
     }
 

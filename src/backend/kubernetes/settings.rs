@@ -44,13 +44,15 @@ pub struct KubeSettings {
     pub pod_labels: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
-    /// Namespace of the ingress controller, admitted by each sandbox's NetworkPolicy.
+    /// Namespace of the ingress controller, admitted by the sandboxes' NetworkPolicy.
     pub ingress_namespace: String,
-    /// Labels of this service's own pods, admitted by each sandbox's NetworkPolicy.
+    /// Labels of this service's own pods, admitted by the sandboxes' NetworkPolicy.
     pub service_pod_labels: BTreeMap<String, String>,
     pub rotate_key_on_resume: bool,
     /// Objects younger than this are never treated as orphans or half-created.
     pub orphan_grace: std::time::Duration,
+    /// MAINTENANCE_INTERVAL_SECONDS: an idle replica sweeps every few of these.
+    pub maintenance_interval: std::time::Duration,
     /// Longest waits for one API-server write and one uncached read.
     pub timeouts: super::writes::Timeouts,
 }
@@ -93,6 +95,9 @@ impl KubeSettings {
             service_pod_labels: k.service_pod_labels.0.clone(),
             rotate_key_on_resume: c.sandbox.rotate_session_key_on_resume,
             orphan_grace: std::time::Duration::from_secs(k.orphan_grace_seconds),
+            maintenance_interval: std::time::Duration::from_secs(
+                c.maintenance.maintenance_interval_seconds,
+            ),
             timeouts: super::writes::Timeouts {
                 operation: k.k8s_operation_timeout,
                 query: k.k8s_query_timeout,

@@ -1,12 +1,14 @@
 //! The watch-fed cache every read is served from: records, secrets and sandbox pods of this
 //! service in its namespace, kept current by kube-rs reflectors. The API server sees watches and
 //! writes, never a request per read. Every lookup is by key: records by session hash (their name)
-//! or by runtime id (an index kept by the records' watch), secrets and pods by name.
+//! or by runtime id (an index kept by the records' watch), secrets and pods by name. Secrets and
+//! pods are cached stripped to what reads use, and each event marks its runtime's view for a
+//! rebuild ([`Views`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -22,8 +24,12 @@ use super::record::{
     ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, COMPONENT_SECRET, managed_selector,
     record_name, runtime_id_of,
 };
+use super::views::{State as ViewState, Views};
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
+
+/// The one key of a runtime's Secret that reads use.
+const SESSION_KEY: &str = "SESSION_API_KEY";
 
 /// Health of one watch: synced once the initial list is in, healthy while the last event was not an error.
 #[derive(Default)]
@@ -84,6 +90,9 @@ pub struct Store {
     secrets: Reader<Secret>,
     pods: Reader<Pod>,
     index: Arc<RwLock<RecordIndex>>,
+    views: Arc<Views>,
+    /// When a watch last delivered a change (for the sweep: nothing changed, nothing to sweep).
+    changed_at: Arc<Mutex<Instant>>,
     namespace: String,
     health: Arc<[(&'static str, WatchHealth); 3]>,
 }
@@ -98,29 +107,58 @@ impl Store {
         ]);
         let selector = |component: &str| managed_selector(Some(component));
         let index: Arc<RwLock<RecordIndex>> = Arc::default();
+        let views: Arc<Views> = Arc::default();
+        let changed_at = Arc::new(Mutex::new(Instant::now()));
         let indexer = index.clone();
         let records = spawn_reflector::<ConfigMap>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_RECORD),
-            health.clone(),
-            0,
-            move |event| indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event),
+            (health.clone(), 0),
+            (views.clone(), changed_at.clone()),
+            |_| {},
+            move |views, event| {
+                indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event);
+                mark_runtimes(views, event);
+            },
         );
         let secrets = spawn_reflector::<Secret>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_SECRET),
-            health.clone(),
-            1,
-            |_| {},
+            (health.clone(), 1),
+            (views.clone(), changed_at.clone()),
+            strip_secret,
+            mark_runtimes,
         );
+        let mut readiness = observe_readiness(metrics);
         let pods = spawn_reflector::<Pod>(
             Api::namespaced(client, namespace),
             selector(COMPONENT_SANDBOX),
-            health.clone(),
-            2,
-            observe_readiness(metrics),
+            (health.clone(), 2),
+            (views.clone(), changed_at.clone()),
+            strip_pod,
+            move |views, event| {
+                readiness(event);
+                mark_runtimes(views, event);
+            },
         );
-        Store { records, secrets, pods, index, namespace: namespace.to_string(), health }
+        let namespace = namespace.to_string();
+        Store { records, secrets, pods, index, views, changed_at, namespace, health }
+    }
+
+    /// The per-runtime views `/list` and the gauges read (see [`Views`]).
+    pub fn views(&self) -> &Views {
+        &self.views
+    }
+
+    /// When a watch last delivered a change to a record, Secret or pod.
+    pub fn changed_at(&self) -> Instant {
+        *self.changed_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runtime id of every cached record (for a full rebuild of the views).
+    pub fn runtime_ids(&self) -> Vec<String> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.by_runtime.keys().cloned().collect()
     }
 
     /// A record by its name.
@@ -201,12 +239,74 @@ impl Store {
     }
 }
 
+/// Marks the runtime an event touched; a completed re-list may have changed any of them.
+fn mark_runtimes<K: Resource>(views: &mut ViewState, event: &watcher::Event<K>) {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+            if let Some(id) = runtime_id_of(obj.meta()) {
+                views.mark(id);
+            }
+        }
+        watcher::Event::InitDone => views.mark_all(),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    }
+}
+
+/// A Secret as reads need it: the session key (the caller's environment, up to 512 KiB, stays
+/// in the API server; only the pod reads it).
+fn strip_secret(secret: &mut Secret) {
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|key, _| key == SESSION_KEY);
+    }
+    secret.string_data = None;
+    secret.metadata.annotations = None;
+    secret.metadata.owner_references = None;
+}
+
+/// A pod as reads need it: metadata for names, labels and age, and the status fields
+/// [`super::status::observe`] classifies (no spec, no timestamps, no images).
+fn strip_pod(pod: &mut Pod) {
+    pod.spec = None;
+    let meta = &mut pod.metadata;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key == ANNOTATION_CREATED_AT);
+    }
+    let Some(status) = pod.status.as_mut() else { return };
+    status.host_ip = None;
+    status.host_ips = None;
+    status.pod_ips = None;
+    status.start_time = None;
+    status.qos_class = None;
+    status.init_container_statuses = None;
+    status.ephemeral_container_statuses = None;
+    status.resize = None;
+    status.resource_claim_statuses = None;
+    for condition in status.conditions.iter_mut().flatten() {
+        condition.last_probe_time = None;
+        condition.last_transition_time = None;
+    }
+    for container in status.container_statuses.iter_mut().flatten() {
+        container.image = String::new();
+        container.image_id = String::new();
+        container.container_id = None;
+        container.allocated_resources = None;
+        container.resources = None;
+        container.volume_mounts = None;
+        container.user = None;
+    }
+}
+
+/// Watches one kind into a cache. Each event is applied to the cache and handed to `applied`
+/// under the views' lock, so a view refreshed after a read of the cache is never older than it.
 fn spawn_reflector<K>(
     api: Api<K>,
     selector: String,
-    health: Arc<[(&'static str, WatchHealth); 3]>,
-    slot: usize,
-    mut before_cache: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    (health, slot): (Arc<[(&'static str, WatchHealth); 3]>, usize),
+    (views, changed_at): (Arc<Views>, Arc<Mutex<Instant>>),
+    strip: fn(&mut K),
+    mut applied: impl FnMut(&mut ViewState, &watcher::Event<K>) + Send + 'static,
 ) -> Reader<K>
 where
     K: Resource<Scope = NamespaceResourceScope>
@@ -218,7 +318,7 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store::<K>();
+    let (reader, mut writer) = reflector::store::<K>();
     let config = watcher::Config::default().labels(&selector);
     let ready = reader.clone();
     let sync_health = health.clone();
@@ -232,13 +332,21 @@ where
         watcher(api, config)
             .default_backoff()
             // managedFields are large and never read: dropping them keeps the cache small.
-            .modify(|obj| obj.managed_fields_mut().clear())
-            // Before the cache: an index never lags the store it points into.
-            .inspect_ok(move |event| before_cache(event))
-            .reflect(writer)
+            .modify(move |obj| {
+                obj.managed_fields_mut().clear();
+                strip(obj);
+            })
+            .map_ok(move |event| {
+                let mut state = views.lock();
+                writer.apply_watcher_event(&event);
+                applied(&mut state, &event);
+                if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                    *changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                }
+            })
             .for_each(|event| {
                 match event {
-                    Ok(_) => {
+                    Ok(()) => {
                         if health[slot].1.failing.swap(false, Ordering::Relaxed) {
                             tracing::info!(watch = name, "watch recovered");
                         }

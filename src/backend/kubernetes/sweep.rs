@@ -4,18 +4,46 @@
 //! records whose Secret is gone are removed (the session key cannot be recovered), and records
 //! missing other objects are completed. What to do is a pure function of one snapshot ([`plan`]): sets of
 //! names, so a round is O(N) in the number of objects.
+//!
+//! The sweep also keeps the sandboxes' shared NetworkPolicy ([`manifests::sandbox_network_policy`]),
+//! and only once it is in place deletes the per-sandbox policies earlier versions created, so
+//! the migration leaves no sandbox unprotected.
+//!
+//! An idle namespace costs no requests: a round lists the kinds the cache does not hold only
+//! when the cache saw a change recently enough that its objects may have become sweepable
+//! (within the orphan grace before the last sweep, or since), and otherwise at least every
+//! [`FULL_SWEEP_ROUNDS`] rounds (for what the cache cannot see: a Service deleted by hand).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::KubernetesBackend;
+use super::manifests::{self, SANDBOX_NETWORK_POLICY};
 use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
-use crate::runtime::{Backend, BackendResult, SweepReport};
+use crate::runtime::{Backend, BackendError, BackendResult, SweepReport};
+
+/// An idle replica still sweeps every this many maintenance intervals.
+pub const FULL_SWEEP_ROUNDS: u32 = 10;
+
+/// Whether a round sweeps: never swept yet, the cache changed since `grace` (plus a second of
+/// timestamp resolution) before the last sweep started, or that sweep is `every` old.
+pub fn due(
+    last_sweep: Option<Instant>,
+    changed_at: Instant,
+    grace: Duration,
+    every: Duration,
+    now: Instant,
+) -> bool {
+    let Some(last) = last_sweep else { return true };
+    let settled = last.checked_sub(grace + Duration::from_secs(1));
+    settled.is_none_or(|settled| changed_at >= settled) || now.duration_since(last) >= every
+}
 
 /// The kinds of object a runtime owns besides its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +115,8 @@ pub fn plan(
         .collect();
     let unwanted = |kind: Kind, meta: &ObjectMeta| match runtime_id_of(meta) {
         None => false,
+        // A per-sandbox policy of an earlier version: the shared one replaced it.
+        Some(_) if kind == Kind::NetworkPolicy => true,
         Some(id) if !known.contains(id) => true,
         Some(id) => {
             kind == Kind::Pod
@@ -119,7 +149,6 @@ pub fn plan(
             && !has(Kind::Pod, &pod_name(&info.runtime_id, info.generation)))
             || !has(Kind::Service, &object)
             || (ingress_expected && !has(Kind::Ingress, &object))
-            || !has(Kind::NetworkPolicy, &object)
             || (claims_expected && !has(Kind::Claim, &claim_name(&info.runtime_id)));
         if missing {
             actions.push(RecordAction::Repair(i));
@@ -135,11 +164,19 @@ impl KubernetesBackend {
         let s = &self.inner.settings;
         let store = &self.inner.store;
         let writer = self.writer();
+        let started = Instant::now();
+        let last = *self.inner.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        let every = s.maintenance_interval * FULL_SWEEP_ROUNDS;
+        if !due(last, store.changed_at(), s.orphan_grace, every, started) {
+            return Ok(SweepReport::default());
+        }
         let records = store.records();
         let (secrets, pods) = (store.secrets(), store.pods());
         let services: Vec<Service> = writer.list_managed("services").await?;
         let ingresses: Vec<Ingress> = writer.list_managed("ingresses").await?;
         let policies: Vec<NetworkPolicy> = writer.list_managed("network policies").await?;
+        // Before any per-sandbox policy is deleted as an orphan below.
+        self.keep_network_policy(&policies).await?;
         let claims_expected = s.workspace_storage_size.is_some();
         let claims: Vec<PersistentVolumeClaim> =
             if claims_expected { writer.list_managed("claims").await? } else { Vec::new() };
@@ -158,6 +195,8 @@ impl KubernetesBackend {
             plan(&record_refs, &objects, claims_expected, ingress_expected, s.orphan_grace, now);
 
         let mut report = SweepReport::default();
+        // Decided on a complete snapshot: what changed before `started` is accounted for.
+        *self.inner.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         for (kind, name) in &plan.orphans {
             tracing::info!(kind = kind.what(), name = %name, "deleting an orphaned object");
             self.delete_object(*kind, name).await?;
@@ -185,6 +224,34 @@ impl KubernetesBackend {
             }
         }
         Ok(report)
+    }
+
+    /// Creates the shared NetworkPolicy when missing and puts it back in shape when changed.
+    async fn keep_network_policy(&self, listed: &[NetworkPolicy]) -> BackendResult<()> {
+        let wanted = manifests::sandbox_network_policy(&self.inner.settings);
+        let current = listed.iter().find(|p| p.metadata.name == wanted.metadata.name);
+        match current {
+            None => {
+                tracing::info!(
+                    name = SANDBOX_NETWORK_POLICY,
+                    "creating the sandboxes' network policy"
+                );
+                self.inner.policy_in_place.store(false, Ordering::Relaxed);
+                self.ensure_network_policy().await
+            }
+            Some(p) if p.metadata.deletion_timestamp.is_some() => Err(BackendError::unavailable(
+                "the sandboxes' network policy is being deleted; the next round recreates it",
+            )),
+            Some(p) if p.spec != wanted.spec || p.metadata.labels != wanted.metadata.labels => {
+                tracing::warn!(
+                    name = SANDBOX_NETWORK_POLICY,
+                    "restoring the sandboxes' network policy"
+                );
+                let version = p.metadata.resource_version.as_deref().unwrap_or_default();
+                self.writer().replace("network policy", &wanted, version).await
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     async fn delete_object(&self, kind: Kind, name: &str) -> BackendResult<()> {
@@ -240,15 +307,14 @@ mod tests {
         meta
     }
 
-    /// Every object of a complete runtime, pod generation 1.
+    /// Every object of a complete runtime, pod generation 1 (its NetworkPolicy is shared).
     fn complete(runtime_id: &str, age: i64, claim: bool) -> Vec<(Kind, ObjectMeta)> {
         let o = object_name(runtime_id);
         let mut all = vec![
             (Kind::Secret, object(o.clone(), runtime_id, age)),
             (Kind::Pod, object(pod_name(runtime_id, 1), runtime_id, age)),
             (Kind::Service, object(o.clone(), runtime_id, age)),
-            (Kind::Ingress, object(o.clone(), runtime_id, age)),
-            (Kind::NetworkPolicy, object(o, runtime_id, age)),
+            (Kind::Ingress, object(o, runtime_id, age)),
         ];
         if claim {
             all.push((Kind::Claim, object(claim_name(runtime_id), runtime_id, age)));
@@ -288,7 +354,6 @@ mod tests {
                 (Kind::Pod, pod.as_str()),
                 (Kind::Service, gone.as_str()),
                 (Kind::Ingress, gone.as_str()),
-                (Kind::NetworkPolicy, gone.as_str()),
             ]
         );
         assert!(plan.records.is_empty());
@@ -356,6 +421,33 @@ mod tests {
             [(Kind::Pod, pod_name("paused", 1)), (Kind::Pod, pod_name("resumed", 1))]
         );
         assert!(plan.records.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn per_sandbox_policies_of_earlier_versions_are_orphans_even_with_a_record() {
+        let mut objects = complete("old", 600, false);
+        objects.push((Kind::NetworkPolicy, object(object_name("old"), "old", 600)));
+        objects.push((Kind::NetworkPolicy, object(object_name("young"), "young", 10)));
+        // The shared policy carries no runtime id: never an orphan.
+        let shared = ObjectMeta { name: Some("oh-sandboxes".into()), ..Default::default() };
+        objects.push((Kind::NetworkPolicy, shared));
+        let plan = run(&[record("old", 600, false)], &objects, false);
+        assert_eq!(plan.orphans, [(Kind::NetworkPolicy, object_name("old"))]);
+        assert!(plan.records.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn an_idle_cache_is_swept_only_every_so_often() {
+        let t0 = Instant::now();
+        let (grace, every) = (GRACE, Duration::from_secs(300));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(due(None, t0, grace, every, t0));
+        // A change since the last sweep, or young enough at that sweep to have been skipped.
+        assert!(due(Some(at(100)), at(120), grace, every, at(130)));
+        assert!(due(Some(at(100)), at(50), grace, every, at(130)));
+        // Settled before the last sweep: nothing until the full-sweep period.
+        assert!(!due(Some(at(100)), at(30), grace, every, at(130)));
+        assert!(due(Some(at(100)), at(30), grace, every, at(400)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The only code that sends requests to the API server: creates, patches and deletes (each one
 //! counted in `runtime_api_kube_requests_total`), Events, and the two reads that cannot come from
-//! the cache (the orphan sweep's lists of uncached kinds, pull secrets for `/image_exists`).
+//! the cache (the orphan sweep's lists of uncached kinds, counted too; pull secrets for
+//! `/image_exists`).
 //! Kubernetes failures become [`BackendError`]s here and nowhere else.
 
 use std::time::Duration;
@@ -181,6 +182,25 @@ impl Writer {
         }
     }
 
+    /// Replaces an object with `obj` at the resourceVersion read (a conflict is an error: the
+    /// next round reads again).
+    pub async fn replace<K>(&self, what: &str, obj: &K, version: &str) -> BackendResult<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let mut obj = obj.clone();
+        obj.meta_mut().resource_version = Some(version.to_string());
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let result = self.write(self.api::<K>().replace(&name, &PostParams::default(), &obj)).await;
+        self.count("replace", what, &result);
+        result.map(|_| ()).map_err(|e| kube_error(&format!("replacing the {what}"), e))
+    }
+
     /// Deletes an object, treating NotFound as success.
     pub async fn delete<K>(&self, what: &str, name: &str) -> BackendResult<()>
     where
@@ -259,6 +279,7 @@ impl Writer {
     {
         let params = ListParams::default().labels(&managed_selector(None));
         let list = self.read(self.api::<K>().list(&params)).await;
+        self.count("list", what, &list);
         Ok(list.map_err(|e| kube_error(&format!("listing {what}"), e))?.items)
     }
 
