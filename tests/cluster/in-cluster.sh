@@ -189,12 +189,15 @@ check "the in-cluster SDK client passed all its checks" client_ok
 # ---------------------------------------------------------- nothing left ----
 RUNTIMES=$(sed -n 's/^RUNTIME //p' "$TMP/client.log")
 check "the client reported its twenty runtimes" test "$(wc -w <<<"$RUNTIMES")" -eq 20
+# The sandboxes' shared NetworkPolicy (one per namespace, kept by the service) stays.
 nothing_left() {
   local out
   out=$(kubectl get configmaps,secrets,pods,services,ingresses,networkpolicies,persistentvolumeclaims \
-    -n "$NS" -l app.kubernetes.io/managed-by=runtime-api -o name 2>&1)
+    -n "$NS" -l app.kubernetes.io/managed-by=runtime-api -o name 2>&1 \
+    | grep -vx 'networkpolicy.networking.k8s.io/oh-sandboxes')
   [[ -z $out ]] || { echo "$out"; return 1; }
 }
+check "the sandboxes' shared NetworkPolicy is in place" kubectl get networkpolicy oh-sandboxes -n "$NS"
 eventually 60 "no sandbox object is left in the namespace (records, Secrets, pods, Services, claims)" nothing_left
 no_volume_left() {
   local out; out=$(kubectl get pv -o jsonpath="{range .items[?(@.spec.claimRef.namespace==\"$NS\")]}{.metadata.name} {.spec.claimRef.name}{\"\\n\"}{end}")
