@@ -721,6 +721,13 @@ impl Config {
         for line in self.gateway.problems(k.routing_mode, self.backend, self.http.server_port) {
             bad(line);
         }
+        // Refused rather than ignored: an operator who asks for a pool must not get cold starts
+        // without knowing it.
+        if self.backend == BackendKind::Kubernetes && !self.pools().is_empty() {
+            bad("WARM_POOL_SIZE and WARM_POOLS need BACKEND=process for now (the Kubernetes \
+                 backend has no warm pool yet); set them to 0 and empty"
+                .into());
+        }
         out
     }
 }
@@ -910,6 +917,19 @@ mod tests {
         assert!(lines[0].contains("GATEWAY_URL"), "{lines:?}");
         assert!(lines[1].contains("GATEWAY_PORT"), "{lines:?}");
         assert!(lines[2].contains("DIRECT_ROUTING needs BACKEND=kubernetes"), "{lines:?}");
+    }
+
+    #[test]
+    fn warm_pools_are_refused_on_the_kubernetes_backend() {
+        let lines = load(&["--api-key", "k", "--backend", "kubernetes", "--warm-pool-size", "2"])
+            .unwrap_err();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("WARM_POOL_SIZE and WARM_POOLS need BACKEND=process"),
+            "{lines:?}"
+        );
+        assert!(load(&["--api-key", "k", "--backend", "kubernetes"]).is_ok());
+        assert!(load(&["--api-key", "k", "--backend", "process", "--warm-pool-size", "2"]).is_ok());
     }
 
     #[test]
