@@ -77,7 +77,7 @@ tests/cluster/gateway-real-node.sh
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh
 
-step "runtime-api installed by its chart on the real node, the real SDK in a pod beside it"
+step "runtime-api installed by its chart on the real node, the real SDK in a pod beside it and from this machine through its gateway"
 tests/cluster/in-cluster.sh
 
 step "Kubernetes backend integration tests, then its fault rounds (they kill the API server: alone)"
