@@ -137,6 +137,19 @@ def until_command(base: str, key: str, timeout: float) -> float:
     raise TimeoutError(f"no command ran at {base} within {timeout}s: {last}")
 
 
+def timed_start(api: httpx.Client, body: dict, timeout: float) -> tuple[dict, dict]:
+    """POST /start, then until `/alive` and a first command answer through the runtime's URL:
+    the runtime and its phases (the pod's, if any, are the caller's to add)."""
+    t0 = time.perf_counter()
+    r = api.post("/start", json=body)
+    answered = time.perf_counter()
+    r.raise_for_status()
+    rt = r.json()
+    alive = until_alive(rt["url"], timeout)
+    cmd = until_command(rt["url"], rt["session_api_key"], timeout)
+    return rt, {"t0": t0, "answered": answered, "alive": alive, "cmd": cmd}
+
+
 def phases(t0: float, answered: float, pod: dict[str, float] | None, alive: float, cmd: float) -> dict:
     out = {"answered": answered - t0, "alive": alive - t0, "first_command": cmd - t0}
     if pod:
@@ -189,16 +202,10 @@ class RealNode:
         before = self.watch.pods()
         body = start_payload(f"bench-real-{uuid.uuid4().hex[:10]}", image=self.image,
                              environment={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-        t0 = time.perf_counter()
-        r = self.api.post("/start", json=body)
-        answered = time.perf_counter()
-        r.raise_for_status()
-        rt = r.json()
-        rid, url, key = rt["runtime_id"], rt["url"], rt["session_api_key"]
-        alive = until_alive(url, self.timeout)
-        cmd = until_command(url, key, self.timeout)
+        rt, t = timed_start(self.api, body, self.timeout)
+        rid = rt["runtime_id"]
         pod = self.watch.wait_new_pod(before, rid, 10)
-        return phases(t0, answered, pod, alive, cmd), rid, key
+        return phases(t["t0"], t["answered"], pod, t["alive"], t["cmd"]), rid, rt["session_api_key"]
 
     def pause_resume(self, rid: str, key: str) -> dict:
         self.api.post("/pause", json={"runtime_id": rid}).raise_for_status()
@@ -291,15 +298,9 @@ class ProcessBackend:
     def start(self) -> dict:
         body = start_payload(f"bench-proc-{uuid.uuid4().hex[:10]}",
                              environment={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-        t0 = time.perf_counter()
-        r = self.api.post("/start", json=body)
-        answered = time.perf_counter()
-        r.raise_for_status()
-        rt = r.json()
-        alive = until_alive(rt["url"], self.timeout)
-        cmd = until_command(rt["url"], rt["session_api_key"], self.timeout)
+        rt, t = timed_start(self.api, body, self.timeout)
         self.api.post("/stop", json={"runtime_id": rt["runtime_id"]}).raise_for_status()
-        return phases(t0, answered, None, alive, cmd)
+        return phases(t["t0"], t["answered"], None, t["alive"], t["cmd"])
 
     def close(self) -> None:
         self.api.close()
