@@ -8,8 +8,8 @@
 //! ([`sweep`]).
 
 mod lifecycle;
-pub mod pool;
 pub mod manifests;
+pub mod pool;
 pub mod quantity;
 pub mod record;
 pub mod settings;

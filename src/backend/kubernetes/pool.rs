@@ -135,9 +135,9 @@ pub fn plan_refill(pools: &Pools, members: &[Member], now: jiff::Timestamp) -> R
             && m.created.is_some_and(|c| now.duration_since(c).unsigned_abs() > MEMBER_BOOT_TIMEOUT)
     };
     let dormant: Vec<&Member> = members.iter().filter(|m| !m.claimed && !m.deleting).collect();
-    let (kept, delete): (Vec<&Member>, Vec<&Member>) = dormant.into_iter().partition(|m| {
-        !m.failed && !stuck(m) && pools.0.iter().any(|p| serves(m, p))
-    });
+    let (kept, delete): (Vec<&Member>, Vec<&Member>) = dormant
+        .into_iter()
+        .partition(|m| !m.failed && !stuck(m) && pools.0.iter().any(|p| serves(m, p)));
     let mut booting = kept.iter().filter(|m| !m.ready).count();
     let mut create = Vec::new();
     for pool in &pools.0 {
@@ -155,12 +155,15 @@ pub fn plan_refill(pools: &Pools, members: &[Member], now: jiff::Timestamp) -> R
 
 /// The runtime ids the orphan sweep must leave alone: dormant members, and claimed ones whose
 /// claim is younger than `grace` (their claimer is still writing the record).
-pub fn protected(pods: &[std::sync::Arc<Pod>], grace: Duration, now: jiff::Timestamp) -> HashSet<String> {
+pub fn protected(
+    pods: &[std::sync::Arc<Pod>],
+    grace: Duration,
+    now: jiff::Timestamp,
+) -> HashSet<String> {
     pods.iter()
         .filter_map(|p| member(p))
         .filter(|m| {
-            !m.claimed
-                || m.claimed_at.is_none_or(|t| now.duration_since(t).unsigned_abs() < grace)
+            !m.claimed || m.claimed_at.is_none_or(|t| now.duration_since(t).unsigned_abs() < grace)
         })
         .map(|m| m.runtime_id)
         .collect()
@@ -260,7 +263,8 @@ impl KubernetesBackend {
     fn pool_gauges(&self) {
         let members = self.members();
         for pool in &self.inner.settings.pools.0 {
-            let of_pool = || members.iter().filter(|m| serves(m, pool) && !m.claimed && !m.deleting);
+            let of_pool =
+                || members.iter().filter(|m| serves(m, pool) && !m.claimed && !m.deleting);
             let ready = of_pool().filter(|m| m.ready).count();
             let starting = of_pool().count() - ready;
             self.inner.metrics.pool.members(&pool.name, pool.size, ready, starting);
@@ -402,7 +406,8 @@ impl KubernetesBackend {
     ) -> Result<Runtime, Served> {
         let s = &self.inner.settings;
         let failed = |e: crate::runtime::BackendError| Served::Failed(e.chain().to_string());
-        let init_secret = self.writer().get_secret(&object_name(&m.runtime_id)).await.map_err(failed)?;
+        let init_secret =
+            self.writer().get_secret(&object_name(&m.runtime_id)).await.map_err(failed)?;
         let init_key = init_secret
             .as_ref()
             .and_then(|s| s.data.as_ref()?.get(INIT_KEY))
@@ -418,12 +423,14 @@ impl KubernetesBackend {
             vscode_base_path: base_path.as_deref(),
         };
         let body = init_body(&spec.environment, &injected);
-        let address = m.address.ok_or_else(|| Served::Failed("the member has no address".into()))?;
+        let address =
+            m.address.ok_or_else(|| Served::Failed("the member has no address".into()))?;
         let url = format!("http://{}", std::net::SocketAddr::new(address, s.ports.agent));
         self.inner.init.initialize(&url, &init_key, &body).await.map_err(Served::Failed)?;
 
         let created_at = jiff::Timestamp::now().to_string();
-        let mut record = record::record(&s.namespace, &m.runtime_id, session_hash, spec, &created_at);
+        let mut record =
+            record::record(&s.namespace, &m.runtime_id, session_hash, spec, &created_at);
         record.annotations_mut().insert(ANNOTATION_WARM_POOL.into(), pool.name.clone());
         let created = match self.writer().create_record(&record).await.map_err(failed)? {
             Created::New(created) => created,
@@ -435,7 +442,8 @@ impl KubernetesBackend {
                 Ok(runtime)
             }
             Err(why) => {
-                self.roll_back(&created, &crate::runtime::BackendError::internal(why.clone())).await;
+                self.roll_back(&created, &crate::runtime::BackendError::internal(why.clone()))
+                    .await;
                 Err(Served::Failed(why))
             }
         }
@@ -461,9 +469,12 @@ impl KubernetesBackend {
         let session_secret = manifests::secret(s, &id, session_key, &spec.environment);
         let mut data = json!(session_secret.data);
         data[INIT_KEY] = json!(null);
+        let mut labels = json!(session_secret.metadata.labels);
+        labels[LABEL_POOL] = json!(null);
+        labels[LABEL_POOL_SHAPE] = json!(null);
         let adopted = json!({
             "metadata": {
-                "labels": session_secret.metadata.labels,
+                "labels": labels,
                 "ownerReferences": [&id.owner],
             },
             "data": data,
@@ -484,7 +495,11 @@ impl KubernetesBackend {
         if s.workspace_storage_size.is_some() {
             let owned = json!({"metadata": {"ownerReferences": [&id.owner]}});
             self.writer()
-                .patch_if::<PersistentVolumeClaim>("workspace claim", &claim_name(&m.runtime_id), owned)
+                .patch_if::<PersistentVolumeClaim>(
+                    "workspace claim",
+                    &claim_name(&m.runtime_id),
+                    owned,
+                )
                 .await
                 .map_err(text)?;
         }
@@ -493,7 +508,10 @@ impl KubernetesBackend {
             created,
             false,
             "Started",
-            format!("runtime {} created from a warm pool member for image {}", m.runtime_id, spec.image),
+            format!(
+                "runtime {} created from a warm pool member for image {}",
+                m.runtime_id, spec.image
+            ),
         );
         let store = &self.inner.store;
         store::wait_until(CACHE_CATCH_UP, || {
@@ -599,7 +617,9 @@ mod tests {
         assert_eq!(labels[LABEL_POOL], "default");
         assert_eq!(labels[record::LABEL_RUNTIME_ID], "r1");
         assert_eq!(pod.name_any(), pod_name("r1", 1));
-        assert!(pod.metadata.owner_references.is_none() && secret.metadata.owner_references.is_none());
+        assert!(
+            pod.metadata.owner_references.is_none() && secret.metadata.owner_references.is_none()
+        );
         let container = &pod.spec.as_ref().unwrap().containers[0];
         let env: BTreeMap<_, _> = container
             .env
@@ -622,8 +642,14 @@ mod tests {
         let now = jiff::Timestamp::now();
         let grace = Duration::from_secs(60);
         let pod = |n: usize, state: &str, claimed_ago: Option<u64>| {
-            let (_, mut pod, _) =
-                member_objects(&crate::backend::kubernetes::settings::tests::settings("service"), p, &n.to_string(), "k", "t").unwrap();
+            let (_, mut pod, _) = member_objects(
+                &crate::backend::kubernetes::settings::tests::settings("service"),
+                p,
+                &n.to_string(),
+                "k",
+                "t",
+            )
+            .unwrap();
             pod.labels_mut().insert(LABEL_POOL_STATE.into(), state.into());
             if let Some(ago) = claimed_ago {
                 let at = now - Duration::from_secs(ago);

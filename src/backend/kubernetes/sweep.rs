@@ -192,7 +192,12 @@ impl KubernetesBackend {
         objects.extend(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)));
         objects.extend(claims.iter().map(|o| (Kind::Claim, &o.metadata)));
         let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
-        objects.retain(|(_, meta)| runtime_id_of(meta).is_none_or(|id| !members.contains(id)));
+        // (A member claimed moments ago whose record exists is that runtime's, swept as such.)
+        let recorded: HashSet<&str> =
+            records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+        objects.retain(|(_, meta)| {
+            runtime_id_of(meta).is_none_or(|id| !members.contains(id) || recorded.contains(id))
+        });
         let ingress_expected = s.per_sandbox_ingress();
         let plan =
             plan(&record_refs, &objects, claims_expected, ingress_expected, s.orphan_grace, now);
