@@ -163,12 +163,19 @@ impl KubernetesBackend {
         if let Some(claim) = manifests::workspace_claim(s, &id) {
             self.writer().create::<PersistentVolumeClaim>("workspace claim", &claim).await?;
         }
-        self.writer().create::<Service>("service", &manifests::service(s, &id)).await?;
-        if let Some(ingress) = manifests::ingress(s, &id) {
-            self.writer().create::<Ingress>("ingress", &ingress).await?;
-        }
+        self.ensure_routing(&id).await?;
         if !info.paused {
             self.create_pod(&info, id).await?;
+        }
+        Ok(())
+    }
+
+    /// The runtime's Service and, in the ingress modes, its Ingress.
+    pub(super) async fn ensure_routing(&self, id: &Identity<'_>) -> BackendResult<()> {
+        let s = &self.inner.settings;
+        self.writer().create::<Service>("service", &manifests::service(s, id)).await?;
+        if let Some(ingress) = manifests::ingress(s, id) {
+            self.writer().create::<Ingress>("ingress", &ingress).await?;
         }
         Ok(())
     }

@@ -252,11 +252,12 @@ fn mark_runtimes<K: Resource>(views: &mut ViewState, event: &watcher::Event<K>) 
     }
 }
 
-/// A Secret as reads need it: the session key (the caller's environment, up to 512 KiB, stays
-/// in the API server; only the pod reads it).
+/// A Secret as reads need it: the session key, or a pool member's init key (the caller's
+/// environment, up to 512 KiB, stays in the API server; only the pod reads it).
 fn strip_secret(secret: &mut Secret) {
+    let member = secret.labels().contains_key(super::pool::LABEL_POOL);
     if let Some(data) = secret.data.as_mut() {
-        data.retain(|key, _| key == SESSION_KEY);
+        data.retain(|key, _| key == SESSION_KEY || (member && key == super::pool::INIT_KEY));
     }
     secret.string_data = None;
     secret.metadata.annotations = None;
@@ -446,6 +447,24 @@ mod tests {
         record.metadata.labels =
             Some([(LABEL_RUNTIME_ID.to_string(), runtime_id.to_string())].into());
         record
+    }
+
+    #[test]
+    fn the_cache_keeps_the_session_key_and_only_a_pool_members_init_key() {
+        let secret = |member: bool| {
+            let mut s = Secret::default();
+            let data = [SESSION_KEY, super::super::pool::INIT_KEY, "GITHUB_TOKEN"]
+                .map(|k| (k.to_string(), k8s_openapi::ByteString(b"v".to_vec())));
+            s.data = Some(data.into_iter().collect());
+            if member {
+                s.metadata.labels =
+                    Some([(super::super::pool::LABEL_POOL.to_string(), "p".into())].into());
+            }
+            strip_secret(&mut s);
+            s.data.unwrap().into_keys().collect::<Vec<_>>()
+        };
+        assert_eq!(secret(false), [SESSION_KEY]);
+        assert_eq!(secret(true), [super::super::pool::INIT_KEY, SESSION_KEY]);
     }
 
     #[test]
