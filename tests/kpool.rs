@@ -23,7 +23,9 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use common::namespace::TestNamespace;
 use common::{Service, StateDir};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
+};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -270,6 +272,11 @@ async fn objects_of(ns: &TestNamespace, runtime_id: &str) -> BTreeSet<String> {
     for c in api::<ConfigMap>(ns).list(&lp).await.unwrap() {
         found.insert(format!("configmap/{}", c.name_any()));
     }
+    for c in api::<PersistentVolumeClaim>(ns).list(&lp).await.unwrap() {
+        if c.metadata.deletion_timestamp.is_none() {
+            found.insert(format!("claim/{}", c.name_any()));
+        }
+    }
     found
 }
 
@@ -427,8 +434,9 @@ async fn members_are_not_runtimes_and_a_warm_runtime_lives_like_a_cold_one() {
     let ns = TestNamespace::new("kpool-life").await;
     let (stand_in, port, _arrivals) = InitStandIn::start(&ns).await;
     let state = StateDir::new();
-    let svc =
-        service(&ns, &state, port, &[("WARM_POOL_SIZE", "2"), ("ORPHAN_GRACE_SECONDS", "1")]).await;
+    let settings =
+        [("WARM_POOL_SIZE", "2"), ("ORPHAN_GRACE_SECONDS", "1"), ("WORKSPACE_STORAGE_SIZE", "1Gi")];
+    let svc = service(&ns, &state, port, &settings).await;
     wait_pool(&ns, 2).await;
     let members: BTreeSet<String> = dormant(&ns).await.0.iter().map(|p| p.name_any()).collect();
 
@@ -460,6 +468,8 @@ async fn members_are_not_runtimes_and_a_warm_runtime_lives_like_a_cold_one() {
     assert!(!secret.labels().contains_key(POOL_LABEL));
     assert_eq!(secret.owner_references().len(), 1);
     api::<KubeService>(&ns).get(&format!("oh-rt-{id}")).await.unwrap();
+    let claim = api::<PersistentVolumeClaim>(&ns).get(&format!("oh-rt-{id}-workspace")).await;
+    assert_eq!(claim.unwrap().owner_references().len(), 1, "the member's claim is the runtime's");
     let (code, by_session) = svc.get("/sessions/warm-life").await;
     assert_eq!((code, by_session["runtime_id"].as_str()), (200, Some(id.as_str())));
     let (_, list) = svc.get("/list").await;
@@ -483,5 +493,22 @@ async fn members_are_not_runtimes_and_a_warm_runtime_lives_like_a_cold_one() {
     let (code, _) = svc.post("/stop", json!({"runtime_id": id})).await;
     assert_eq!(code, 200);
     wait_gone(&ns, &id).await;
+    wait_pool(&ns, 2).await;
+
+    // A member claimed by a replica that died before writing its record: the sweep removes it
+    // once the claim is older than the grace, and the pool is refilled.
+    let stale = dormant(&ns).await.0.remove(0);
+    let stale_id = stale.labels()[RUNTIME_ID_LABEL].clone();
+    let long_ago = (jiff::Timestamp::now() - Duration::from_secs(120)).to_string();
+    let patch = json!({"metadata": {
+        "labels": {STATE_LABEL: "claimed"},
+        "annotations": {"runtime-api.openhands.dev/claimed-at": long_ago},
+    }});
+    let params = kube::api::PatchParams::default();
+    api::<Pod>(&ns)
+        .patch(&stale.name_any(), &params, &kube::api::Patch::Merge(patch))
+        .await
+        .unwrap();
+    wait_gone(&ns, &stale_id).await;
     wait_pool(&ns, 2).await;
 }

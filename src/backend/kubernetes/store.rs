@@ -272,7 +272,10 @@ fn strip_pod(pod: &mut Pod) {
     meta.owner_references = None;
     meta.generate_name = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| key == ANNOTATION_CREATED_AT);
+        // The claim time: the sweep removes a member claimed long ago by a replica that died.
+        annotations.retain(|key, _| {
+            key == ANNOTATION_CREATED_AT || key == super::pool::ANNOTATION_CLAIMED_AT
+        });
     }
     let Some(status) = pod.status.as_mut() else { return };
     status.host_ip = None;
