@@ -5,7 +5,7 @@
 //! ([`writes`]) and wait for the cache to catch up, so a client reads its own writes. One file per
 //! job: the record schema and names ([`record`]), the objects built from it ([`manifests`]),
 //! status from pods ([`status`]), the `Backend` operations ([`lifecycle`]), the orphan sweep
-//! ([`sweep`]).
+//! ([`sweep`]), the warm pools of dormant pods ([`pool`]).
 
 mod lifecycle;
 pub mod manifests;
