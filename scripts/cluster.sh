@@ -34,7 +34,7 @@ NODE_MEMORY="${CLUSTER_NODE_MEMORY:-128Gi}"
 NODE_PODS="${CLUSTER_NODE_PODS:-110}"
 READY_TIMEOUT="${CLUSTER_READY_TIMEOUT:-120}"
 SERVICE_CIDR="10.96.0.0/16"
-POD_CIDR="10.244.0.1/16"
+POD_CIDR="${CLUSTER_POD_CIDR:-10.244.0.1/16}"
 HOST=127.0.0.1
 
 # Bump when the build recipe below changes (part of the binaries cache key).

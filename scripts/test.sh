@@ -93,6 +93,13 @@ scripts/cluster.sh down
 diff "$STATE_BEFORE" <(tests/cluster/machine-state.sh) \
     || { echo "scripts/cluster.sh down left the machine changed (< before, > after)" >&2; exit 1; }
 
+step "Kubernetes warm pools (tests/kpool.rs): a kwok-only cluster whose pods have loopback addresses, where the test answers /api/init"
+eval "$(CLUSTER_REAL_NODE=0 CLUSTER_POD_CIDR=127.1.0.1/16 scripts/cluster.sh up)"
+trap 'CLUSTER_REAL_NODE=0 scripts/cluster.sh down' EXIT
+cargo test --locked --test kpool -- --ignored --test-threads 2
+trap - EXIT
+CLUSTER_REAL_NODE=0 scripts/cluster.sh down
+
 step "Python toolchain and OpenHands packages (scripts/python.sh)"
 eval "$(scripts/python.sh)"
 

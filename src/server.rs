@@ -99,6 +99,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         failed: Duration::from_secs(config.maintenance.runtime_failed_seconds),
         failed_action: config.maintenance.runtime_failed_action,
     };
+    background.push(tokio::spawn(maintenance::keep_pools(
+        backend.clone(),
+        leader_rx.clone(),
+        shutdown_rx.clone(),
+    )));
     background.push(tokio::spawn(maintenance::run(
         backend.clone(),
         maintenance_settings,

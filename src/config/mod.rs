@@ -721,12 +721,19 @@ impl Config {
         for line in self.gateway.problems(k.routing_mode, self.backend, self.http.server_port) {
             bad(line);
         }
-        // Refused rather than ignored: an operator who asks for a pool must not get cold starts
-        // without knowing it.
-        if self.backend == BackendKind::Kubernetes && !self.pools().is_empty() {
-            bad("WARM_POOL_SIZE and WARM_POOLS need BACKEND=process for now (the Kubernetes \
-                 backend has no warm pool yet); set them to 0 and empty"
-                .into());
+        // A pool of a runtime class the allowlist refuses would never get a member: refused
+        // here rather than failing every refill round.
+        if self.backend == BackendKind::Kubernetes && !k.runtime_classes.0.is_empty() {
+            for pool in &self.pools().0 {
+                if let Some(class) = &pool.shape.runtime_class {
+                    if !k.runtime_classes.0.contains(class) {
+                        bad(format!(
+                            "WARM_POOLS pool {:?}: runtime class {class:?} is not in RUNTIME_CLASSES",
+                            pool.name
+                        ));
+                    }
+                }
+            }
         }
         out
     }
@@ -920,16 +927,18 @@ mod tests {
     }
 
     #[test]
-    fn warm_pools_are_refused_on_the_kubernetes_backend() {
-        let lines = load(&["--api-key", "k", "--backend", "kubernetes", "--warm-pool-size", "2"])
-            .unwrap_err();
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(
-            lines[0].contains("WARM_POOL_SIZE and WARM_POOLS need BACKEND=process"),
-            "{lines:?}"
-        );
-        assert!(load(&["--api-key", "k", "--backend", "kubernetes"]).is_ok());
-        assert!(load(&["--api-key", "k", "--backend", "process", "--warm-pool-size", "2"]).is_ok());
+    fn warm_pools_are_accepted_on_both_backends() {
+        for backend in ["kubernetes", "process"] {
+            let config =
+                load(&["--api-key", "k", "--backend", backend, "--warm-pool-size", "2"]).unwrap();
+            assert_eq!(config.pools().0.len(), 1, "{backend}");
+        }
+        let pools = "size=1,image=ghcr.io/a/b:1,class=gvisor";
+        let args = ["--api-key", "k", "--backend", "kubernetes", "--warm-pools", pools];
+        assert!(load(&args).is_ok(), "no allowlist: the cluster default class applies");
+        let lines = load(&[&args[..], &["--runtime-classes", "kata"]].concat()).unwrap_err();
+        assert!(lines[0].contains("not in RUNTIME_CLASSES"), "{lines:?}");
+        assert!(load(&[&args[..], &["--runtime-classes", "gvisor"]].concat()).is_ok());
     }
 
     #[test]

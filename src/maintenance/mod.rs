@@ -175,6 +175,30 @@ pub async fn run(
     }
 }
 
+/// How often the leader looks at the warm pools: a claim is replaced within about this long.
+pub const POOL_TICK: Duration = Duration::from_secs(1);
+
+/// Keeps the warm pools at their size while this replica leads, until `shutdown`: more often
+/// than maintenance rounds, since a claimed member should be replaced within seconds.
+pub async fn keep_pools(
+    backend: Arc<dyn Backend>,
+    leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POOL_TICK) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if !*leader.borrow() {
+            continue;
+        }
+        if let Err(e) = backend.keep_pools().await {
+            tracing::warn!(error = %e.chain(), "warm pools: refill round failed");
+        }
+    }
+}
+
 /// One pass over every runtime, then the orphan sweep.
 pub async fn round(
     backend: &dyn Backend,

@@ -236,6 +236,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn sweep(&self) -> BackendResult<SweepReport> {
         Ok(SweepReport::default())
     }
+    /// One round of keeping the warm pools at their size, on the leader (backends whose pools
+    /// are per process keep them themselves).
+    async fn keep_pools(&self) -> BackendResult<()> {
+        Ok(())
+    }
     /// Releases background resources before the process exits.
     async fn shutdown(&self) {}
     /// Where the gateway reaches a runtime; `None` when there is no such runtime.

@@ -88,7 +88,7 @@ impl KubernetesBackend {
     }
 
     /// The runtime object as clients see it, from a record and the cache.
-    fn view(&self, record: &ConfigMap) -> Option<Runtime> {
+    pub(super) fn view(&self, record: &ConfigMap) -> Option<Runtime> {
         let info = RecordInfo::parse(record)?;
         let s = &self.inner.settings;
         let secret = self.inner.store.secret(&object_name(&info.runtime_id));
@@ -196,7 +196,7 @@ impl KubernetesBackend {
     }
 
     /// Waits until the cache holds `record` at least as new as written, and its Secret.
-    async fn await_cached(&self, written: &ConfigMap) {
+    pub(super) async fn await_cached(&self, written: &ConfigMap) {
         let name = written.name_any();
         let secret_name = runtime_id_of(&written.metadata).map(object_name);
         let store = &self.inner.store;
@@ -208,6 +208,23 @@ impl KubernetesBackend {
         if !caught_up {
             tracing::warn!(record = %name, "the cache did not catch up with a write in time");
         }
+    }
+
+    /// A new runtime: from a warm pool member when a pool serves the request's shape and has
+    /// one ready, else a cold start.
+    async fn create_fresh(&self, spec: RuntimeSpec, session_hash: &str) -> BackendResult<Runtime> {
+        let pools = &self.inner.settings.pools;
+        if let Some(pool) = pools.for_shape(&crate::pool::Shape::of(&spec)) {
+            if let Some(result) = self.start_warm(pool, &spec, session_hash).await {
+                return result;
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = self.create_runtime(spec, session_hash).await;
+        if result.is_ok() {
+            self.inner.metrics.pool.started(false, started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     async fn create_runtime(
@@ -243,7 +260,7 @@ impl KubernetesBackend {
     /// Removes a runtime whose creation failed, so the failed `/start` leaves nothing behind and
     /// nothing in `/list`. Best effort: what cannot be deleted now (the API server is down) is
     /// the orphan sweep's, since a record without its Secret is removed there.
-    async fn roll_back(&self, record: &ConfigMap, cause: &BackendError) {
+    pub(super) async fn roll_back(&self, record: &ConfigMap, cause: &BackendError) {
         let Some(runtime_id) = runtime_id_of(&record.metadata) else { return };
         tracing::warn!(runtime_id, error = %cause.chain(), "start failed; removing what it created");
         if let Err(e) = self.delete_runtime(record, runtime_id).await {
@@ -321,12 +338,12 @@ impl Backend for KubernetesBackend {
         let existing = self.inner.store.record_for_session(&session_hash).map(|r| self.current(r));
         let existing = existing.transpose()?;
         match (plan_start(existing.as_ref().map(|c| &c.known)), existing) {
-            (StartPlan::Create, _) | (_, None) => self.create_runtime(spec, &session_hash).await,
+            (StartPlan::Create, _) | (_, None) => self.create_fresh(spec, &session_hash).await,
             (StartPlan::AwaitRemovalThenCreate, Some(c)) => {
                 let name = c.record.name_any();
                 store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none())
                     .await;
-                self.create_runtime(spec, &session_hash).await
+                self.create_fresh(spec, &session_hash).await
             }
             (StartPlan::CompleteCreation, Some(c)) => {
                 self.complete_creation(&c.record, &spec).await
@@ -603,6 +620,11 @@ impl Backend for KubernetesBackend {
     /// See [`KubernetesBackend::sweep_once`].
     async fn sweep(&self) -> BackendResult<SweepReport> {
         self.sweep_once().await
+    }
+
+    /// See [`KubernetesBackend::keep_pools`].
+    async fn keep_pools(&self) -> BackendResult<()> {
+        KubernetesBackend::keep_pools(self).await
     }
 }
 

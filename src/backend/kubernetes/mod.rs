@@ -9,6 +9,7 @@
 
 mod lifecycle;
 pub mod manifests;
+pub mod pool;
 pub mod quantity;
 pub mod record;
 pub mod settings;
@@ -27,6 +28,7 @@ pub use self::settings::KubeSettings;
 use self::store::Store;
 use self::writes::Writer;
 use super::locks::KeyedLocks;
+use crate::pool::InitClient;
 use crate::registry::RegistryClient;
 use crate::runtime::{BackendError, BackendResult};
 use crate::telemetry::Metrics;
@@ -50,6 +52,11 @@ struct Inner {
     policy_in_place: AtomicBool,
     /// When this replica's last complete sweep started (see [`sweep`]: idle rounds skip it).
     last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
+    metrics: Metrics,
+    /// This replica's identity (the lease holder's name): who claimed a pool member.
+    identity: String,
+    /// Delivers sessions to claimed pool members.
+    init: InitClient,
 }
 
 impl KubernetesBackend {
@@ -77,9 +84,18 @@ impl KubernetesBackend {
             let message = format!("cannot build the registry HTTP client: {e}");
             BackendError::internal(message).with_source(e)
         })?;
+        let init = InitClient::new().map_err(|e| {
+            let message = format!("cannot build the pool's HTTP client: {e}");
+            BackendError::internal(message).with_source(e)
+        })?;
         let store = Store::start(client.clone(), &settings.namespace, metrics.clone());
-        let writer =
-            Writer::new(client.clone(), &settings.namespace, metrics, identity, settings.timeouts);
+        let writer = Writer::new(
+            client.clone(),
+            &settings.namespace,
+            metrics.clone(),
+            identity,
+            settings.timeouts,
+        );
         let session_locks = KeyedLocks::default();
         Ok(KubernetesBackend {
             inner: Arc::new(Inner {
@@ -91,6 +107,9 @@ impl KubernetesBackend {
                 session_locks,
                 policy_in_place: AtomicBool::new(false),
                 last_sweep: Default::default(),
+                metrics,
+                identity: identity.to_string(),
+                init,
             }),
         })
     }

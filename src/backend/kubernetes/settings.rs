@@ -55,6 +55,8 @@ pub struct KubeSettings {
     pub maintenance_interval: std::time::Duration,
     /// Longest waits for one API-server write and one uncached read.
     pub timeouts: super::writes::Timeouts,
+    /// Warm pools of dormant member pods (empty: every start is cold).
+    pub pools: crate::pool::Pools,
 }
 
 impl KubeSettings {
@@ -102,6 +104,7 @@ impl KubeSettings {
                 operation: k.k8s_operation_timeout,
                 query: k.k8s_query_timeout,
             },
+            pools: c.pools(),
         }
     }
 
@@ -113,12 +116,12 @@ impl KubeSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clap::Parser;
 
     use super::*;
 
-    fn settings(mode: &str) -> KubeSettings {
+    pub(crate) fn settings(mode: &str) -> KubeSettings {
         let args =
             ["runtime-api", "--api-key", "k", "--backend", "kubernetes", "--routing-mode", mode];
         KubeSettings::from_config(&Config::parse_from(args))

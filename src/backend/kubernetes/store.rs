@@ -386,6 +386,10 @@ fn observe_readiness(metrics: Metrics) -> impl FnMut(&watcher::Event<Pod>) + Sen
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        // Pool members: ready long before any start claims them, so not timed.
+        if pod.labels().contains_key(super::pool::LABEL_POOL_STATE) {
+            return;
+        }
         let Some(uid) = pod.metadata.uid.clone() else { return };
         if !ready || !seen.insert(uid) || !live {
             return;

@@ -181,6 +181,9 @@ impl KubernetesBackend {
         let claims: Vec<PersistentVolumeClaim> =
             if claims_expected { writer.list_managed("claims").await? } else { Vec::new() };
 
+        // Pool members are not orphans (unless claimed by a replica that died before its record).
+        let now = jiff::Timestamp::now();
+        let members = super::pool::protected(&pods, s.orphan_grace, now);
         let mut objects: Vec<(Kind, &ObjectMeta)> = Vec::new();
         objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.metadata)));
         objects.extend(pods.iter().map(|o| (Kind::Pod, &o.metadata)));
@@ -189,8 +192,13 @@ impl KubernetesBackend {
         objects.extend(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)));
         objects.extend(claims.iter().map(|o| (Kind::Claim, &o.metadata)));
         let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
+        // (A member claimed moments ago whose record exists is that runtime's, swept as such.)
+        let recorded: HashSet<&str> =
+            records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+        objects.retain(|(_, meta)| {
+            runtime_id_of(meta).is_none_or(|id| !members.contains(id) || recorded.contains(id))
+        });
         let ingress_expected = s.per_sandbox_ingress();
-        let now = jiff::Timestamp::now();
         let plan =
             plan(&record_refs, &objects, claims_expected, ingress_expected, s.orphan_grace, now);
 

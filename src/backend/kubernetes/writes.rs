@@ -271,6 +271,35 @@ impl Writer {
         result.map_err(|e| kube_error("rotating the session key", e))
     }
 
+    /// Merges `patch` into an object. With `metadata.resourceVersion` (or `uid`) in the patch it
+    /// is a precondition: `None` when the object changed or is gone (409 or 404).
+    pub async fn patch_if<K>(
+        &self,
+        what: &str,
+        name: &str,
+        patch: serde_json::Value,
+    ) -> BackendResult<Option<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let patch = Patch::Merge(patch);
+        let result = self.write(self.api::<K>().patch(name, &PatchParams::default(), &patch)).await;
+        self.count("patch", what, &result);
+        match result {
+            Ok(patched) => Ok(Some(patched)),
+            Err(e) if matches!(api_code(&e), Some(404 | 409)) => Ok(None),
+            Err(e) => Err(kube_error(&format!("updating the {what}"), e)),
+        }
+    }
+
+    /// A Secret this service manages, read from the API server (the cache strips its data).
+    pub async fn get_secret(&self, name: &str) -> BackendResult<Option<Secret>> {
+        let result = self.read(self.api::<Secret>().get_opt(name)).await;
+        self.count("get", "secret", &result);
+        result.map_err(|e| kube_error("reading a secret", e))
+    }
+
     /// Every object of a kind this service manages (for kinds the cache does not hold).
     pub async fn list_managed<K>(&self, what: &str) -> BackendResult<Vec<K>>
     where
