@@ -178,7 +178,7 @@ echo "== the SDK client in a pod (up to ${CLIENT_TIMEOUT}s)"
 deadline=$((SECONDS + CLIENT_TIMEOUT))
 until client_done >/dev/null || ((SECONDS > deadline)); do sleep 3; done
 kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
-grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
+grep -E '^(PASS|FAIL|TIMING|    > )' "$TMP/client.log" | sed 's/^/  client: /'
 client_ok() {
   [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
     && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 33)) \
@@ -273,7 +273,7 @@ PYENV=$(scripts/python.sh) || exit 2
 ) >"$TMP/host-client.log" 2>&1
 HOST_RC=$?
 kill "$FORWARD" 2>/dev/null; wait "$FORWARD" 2>/dev/null
-grep -E '^(PASS|FAIL|      )' "$TMP/host-client.log" | sed 's/^/  host client: /'
+grep -E '^(PASS|FAIL|TIMING|    > )' "$TMP/host-client.log" | sed 's/^/  host client: /'
 host_client_ok() {
   [[ $HOST_RC == 0 ]] && grep -q '^OK: 0 failed' "$TMP/host-client.log" \
     && (($(grep -c '^PASS' "$TMP/host-client.log") >= 19)) || { tail -n 40 "$TMP/host-client.log"; return 1; }

@@ -62,7 +62,7 @@ def check(description: str, ok: bool, detail: object = "") -> None:
         print(f"PASS  {description}", flush=True)
     else:
         failed += 1
-        indented = "\n".join(f"      {line}" for line in str(detail).splitlines() or [""])
+        indented = "\n".join(f"    > {line}" for line in str(detail).splitlines() or [""])
         print(f"FAIL  {description}\n{indented}", flush=True)
 
 
@@ -108,10 +108,13 @@ def api() -> httpx.Client:
 
 def one_sandbox_end_to_end() -> None:
     session_id = f"in-cluster-{uuid.uuid4()}"
+    t0 = time.monotonic()
     ws = workspace(session_id, resource_factor=FACTOR)
     runtime_id, url = ws._runtime_id, ws._runtime_url
+    code, out = run(ws, "echo hello-from-a-real-pod")
+    print(f"TIMING the SDK's start -> first command: {time.monotonic() - t0:.2f}s", flush=True)
     if GATEWAY:
-        check("the sandbox URL is the gateway's host for it (port-forwarded)",
+        check("the sandbox URL is the gateway's host for it ({id}.localhost:GATEWAY_PORT)",
               url == f"http://{runtime_id}.localhost:{GATEWAY_PORT}", url)
     else:
         check(
@@ -120,7 +123,6 @@ def one_sandbox_end_to_end() -> None:
             url,
         )
 
-    code, out = run(ws, "echo hello-from-a-real-pod")
     check("execute_command runs in the sandbox pod", (code, out) == (0, "hello-from-a-real-pod"), (code, out))
 
     # What the pod spec promises, seen from inside.
