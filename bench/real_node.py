@@ -19,6 +19,12 @@ scripts/images.sh. Each of --runs rounds measures, from the moment the request i
 and in each round the process backend: `/start` -> `/alive` -> first command, with the real
 agent server on this machine. One warm-up round (image pull, page cache) is not counted.
 
+With --warm-runs N, then N rounds of `/start` -> agent ready from a warm pool (a second instance
+with WARM_POOL_SIZE=--pool of the same request's shape, DEFAULT_IMAGE the agent image): each
+round waits for a ready member (so it measures a claim, not the refill), checks the start was a
+claim (the pool's hit counter moved), and stops the runtime; the pool refills meanwhile.
+`--runs 0 --warm-runs N` measures only the warm starts.
+
 Prints p50/p95 per phase and writes bench/results/real_node.json. The 2-core machine's load
 average is recorded beside: an agent server's start is CPU-bound, so other work on the machine
 slows every phase after "container started".
@@ -168,11 +174,11 @@ def wait_gone(ns: str, selector: str, timeout: float = 120) -> None:
 
 
 class RealNode:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, pool: int = 0):
         self.image = os.environ["RUNTIME_API_AGENT_IMAGE"]
         node = os.environ["RUNTIME_API_REAL_NODE"]
         taint = os.environ.get("RUNTIME_API_REAL_NODE_TAINT", "runtime-api.test/real-node")
-        self.ns = f"bench-real-{os.getpid()}"
+        self.ns = f"bench-real-{os.getpid()}{'-warm' if pool else ''}"
         self.direct_ns = f"{self.ns}-direct"
         for ns in (self.ns, self.direct_ns):
             kubectl("create", "namespace", ns)
@@ -184,6 +190,7 @@ class RealNode:
             "SANDBOX_NODE_SELECTOR": f"kubernetes.io/hostname={node}",
             "SANDBOX_TOLERATIONS": f"{taint}:NoSchedule", "SANDBOX_CPU_REQUEST": "100m",
             "SANDBOX_MEMORY_REQUEST": "256Mi", "SANDBOX_MEMORY_LIMIT": "1Gi",
+            **({"WARM_POOL_SIZE": str(pool), "DEFAULT_IMAGE": self.image} if pool else {}),
         }).start()
         self.api = self.svc.client(timeout=120)
         deadline = time.monotonic() + 30
@@ -206,6 +213,30 @@ class RealNode:
         rid = rt["runtime_id"]
         pod = self.watch.wait_new_pod(before, rid, 10)
         return phases(t["t0"], t["answered"], pod, t["alive"], t["cmd"]), rid, rt["session_api_key"]
+
+    def pool_metric(self, name: str, *labels: str) -> float:
+        """The default pool's sample of metric `name` with `labels` (0 when absent)."""
+        for line in self.api.get("/metrics").text.splitlines():
+            if line.startswith(name + "{") and all(l in line for l in ('pool="default"', *labels)):
+                return float(line.split()[-1])
+        return 0.0
+
+    def warm_start(self) -> dict:
+        """`/start` of the pool's shape once a member is ready: a claim, timed as `start` is."""
+        deadline = time.monotonic() + self.timeout
+        while self.pool_metric("runtime_api_pool_ready") < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no warm member ready within {self.timeout}s")
+            time.sleep(0.2)
+        hits = self.pool_metric("runtime_api_pool_claims_total", 'outcome="hit"')
+        body = start_payload(f"bench-warm-{uuid.uuid4().hex[:10]}", image=self.image,
+                             environment={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        rt, t = timed_start(self.api, body, self.timeout)
+        claimed = self.pool_metric("runtime_api_pool_claims_total", 'outcome="hit"') > hits
+        self.stop(rt["runtime_id"])
+        if not claimed:
+            raise RuntimeError(f"{rt['runtime_id']} was not a warm start (no claim counted)")
+        return phases(t["t0"], t["answered"], None, t["alive"], t["cmd"])
 
     def pause_resume(self, rid: str, key: str) -> dict:
         self.api.post("/pause", json={"runtime_id": rid}).raise_for_status()
@@ -315,6 +346,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds for one agent to be ready")
+    p.add_argument("--warm-runs", type=int, default=0, help="rounds of warm starts after the others")
+    p.add_argument("--pool", type=int, default=3, help="warm pool size for --warm-runs")
     p.add_argument("--out", default=str(HERE / "results" / "real_node.json"))
     args = p.parse_args()
     for var in ("KUBECONFIG", "RUNTIME_API_REAL_NODE", "RUNTIME_API_AGENT_IMAGE"):
@@ -346,15 +379,27 @@ def main() -> int:
                 samples[name].append(s)
             print(f"  round {i}: start {start}\n           resume {resume}\n           direct {direct}"
                   f"\n           process {process}", file=sys.stderr, flush=True)
+        if args.warm_runs:
+            bench.close()
+            bench = None
+            bench = RealNode(args, pool=args.pool)
+            samples["warm_start"] = []
+            for i in range(1, args.warm_runs + 1):
+                warm = bench.warm_start()
+                samples["warm_start"].append(warm)
+                print(f"  warm round {i}: {warm}", file=sys.stderr, flush=True)
     finally:
-        bench.close()
+        if bench:
+            bench.close()
         local.close()
+    samples = {name: s for name, s in samples.items() if s}
     results["loadavg_1m_end"] = os.getloadavg()[0]
     results["samples"] = samples
     results["summary"] = {name: summarise(s) for name, s in samples.items()}
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
-    print(f"\n{args.runs} runs each, seconds from the request, p50 / p95 "
+    runs = ", ".join(f"{name} {len(s)}" for name, s in samples.items())
+    print(f"\nruns: {runs}; seconds from the request, p50 / p95 "
           f"(load average {results['loadavg_1m_start']:.1f} -> {results['loadavg_1m_end']:.1f})")
     print(f"| {'phase':<18} | " + " | ".join(f"{n:>17}" for n in samples) + " |")
     print(f"|{'-' * 20}|" + "|".join("-" * 19 for _ in samples) + "|")

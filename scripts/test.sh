@@ -74,6 +74,9 @@ tests/cluster/real-node.sh
 step "Sandbox gateway on the real node (two replicas, a real agent-server pod, wake on traffic, the SDK through it)"
 tests/cluster/gateway-real-node.sh
 
+step "Warm pool on the real node (dormant agent-server pods claimed by the real SDK)"
+tests/cluster/pool-real-node.sh
+
 step "Deployment manifests and Helm chart against the API server"
 tests/deploy/apply.sh
 

@@ -79,16 +79,56 @@ pub fn decide(
 
 /// How long a runtime has been idle: what its agent server reports, but never longer than since
 /// the gateway last forwarded something to it (traffic to VS Code or the workers, or an open
-/// event WebSocket, is activity the agent's own clock does not see). Without an answer from the
-/// agent: unknown, so no idle pause.
+/// event WebSocket, is activity the agent's own clock does not see), nor than since it was seen
+/// running (the agent's clock starts with its process, so a boot slower than the idle limit
+/// would otherwise count as idleness, and the runtime be paused before its client's first
+/// command). Without an answer from the agent: unknown, so no idle pause.
 pub fn idle_for(
     agent_idle: Option<Duration>,
     last_activity: Option<jiff::Timestamp>,
+    running_for: Option<Duration>,
     now: jiff::Timestamp,
 ) -> Option<Duration> {
-    let agent_idle = agent_idle?;
     let since_traffic = last_activity.map(|t| now.duration_since(t).unsigned_abs());
-    Some(since_traffic.map_or(agent_idle, |t| t.min(agent_idle)))
+    Some([since_traffic, running_for].into_iter().flatten().fold(agent_idle?, Duration::min))
+}
+
+/// When this leader first saw each runtime in error (the failure cleanup's clock) and running
+/// (the bound on its idle time). Kept across rounds, forgotten when the state changes or the
+/// leadership is lost: a new leader counts afresh, which delays a rule, never hastens it.
+#[derive(Debug, Default)]
+pub struct Seen {
+    error: HashMap<String, Instant>,
+    running: HashMap<String, Instant>,
+}
+
+impl Seen {
+    /// Keeps the first sighting of each runtime's current state and forgets the rest.
+    pub fn observe(&mut self, candidates: &[Candidate], now: Instant) {
+        let status: HashMap<&str, Status> =
+            candidates.iter().map(|c| (c.runtime_id.as_str(), c.status)).collect();
+        for (since, wanted) in
+            [(&mut self.error, Status::Error), (&mut self.running, Status::Running)]
+        {
+            since.retain(|id, _| status.get(id.as_str()) == Some(&wanted));
+            for c in candidates.iter().filter(|c| c.status == wanted) {
+                since.entry(c.runtime_id.clone()).or_insert(now);
+            }
+        }
+    }
+
+    pub fn failing_for(&self, runtime_id: &str) -> Option<Duration> {
+        self.error.get(runtime_id).map(Instant::elapsed)
+    }
+
+    pub fn running_for(&self, runtime_id: &str) -> Option<Duration> {
+        self.running.get(runtime_id).map(Instant::elapsed)
+    }
+
+    fn clear(&mut self) {
+        self.error.clear();
+        self.running.clear();
+    }
 }
 
 /// Asks an agent server how long it has been idle (`GET /server_info` -> `idle_time` seconds).
@@ -118,7 +158,7 @@ pub async fn run(
             return;
         }
     };
-    let mut failing_since: HashMap<String, Instant> = HashMap::new();
+    let mut seen = Seen::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(settings.interval) => {}
@@ -126,11 +166,11 @@ pub async fn run(
         }
         metrics.leader.set(i64::from(*leader.borrow()));
         if !*leader.borrow() {
-            failing_since.clear();
+            seen.clear();
             continue;
         }
         let started = Instant::now();
-        round(&*backend, &settings, &metrics, &http, &leader, &mut failing_since).await;
+        round(&*backend, &settings, &metrics, &http, &leader, &mut seen).await;
         metrics.maintenance_round.observe(started.elapsed().as_secs_f64());
     }
 }
@@ -166,7 +206,7 @@ pub async fn round(
     metrics: &Metrics,
     http: &reqwest::Client,
     leader: &watch::Receiver<bool>,
-    failing_since: &mut HashMap<String, Instant>,
+    seen: &mut Seen,
 ) {
     let candidates = match backend.candidates().await {
         Ok(c) => c,
@@ -175,13 +215,7 @@ pub async fn round(
             return;
         }
     };
-    let now = Instant::now();
-    failing_since.retain(|id, _| {
-        candidates.iter().any(|c| &c.runtime_id == id && c.status == Status::Error)
-    });
-    for c in candidates.iter().filter(|c| c.status == Status::Error) {
-        failing_since.entry(c.runtime_id.clone()).or_insert(now);
-    }
+    seen.observe(&candidates, Instant::now());
     // Ask running agent servers for their idle time, a few at a time.
     let idle: HashMap<String, Duration> = if settings.idle.is_zero() {
         HashMap::new()
@@ -209,9 +243,13 @@ pub async fn round(
             tracing::info!("maintenance: no longer the leader; stopping this round");
             return;
         }
-        let failing_for = failing_since.get(&c.runtime_id).map(|t| t.elapsed());
-        let idle =
-            idle_for(idle.get(&c.runtime_id).copied(), c.last_activity, jiff::Timestamp::now());
+        let failing_for = seen.failing_for(&c.runtime_id);
+        let idle = idle_for(
+            idle.get(&c.runtime_id).copied(),
+            c.last_activity,
+            seen.running_for(&c.runtime_id),
+            jiff::Timestamp::now(),
+        );
         let Some(action) = decide(c, failing_for, idle, settings) else {
             continue;
         };
@@ -294,13 +332,53 @@ mod tests {
         let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
         let recent = Some("2026-01-01T00:09:00Z".parse().unwrap());
         let minutes = |m: u64| Some(Duration::from_secs(60 * m));
-        assert_eq!(idle_for(minutes(30), recent, now), minutes(1));
-        assert_eq!(idle_for(minutes(30), None, now), minutes(30));
+        assert_eq!(idle_for(minutes(30), recent, None, now), minutes(1));
+        assert_eq!(idle_for(minutes(30), None, None, now), minutes(30));
         assert_eq!(
-            idle_for(Some(Duration::from_secs(5)), recent, now),
+            idle_for(Some(Duration::from_secs(5)), recent, None, now),
             Some(Duration::from_secs(5))
         );
-        assert_eq!(idle_for(None, recent, now), None, "no answer from the agent: unknown");
+        assert_eq!(
+            idle_for(None, recent, minutes(1), now),
+            None,
+            "no answer from the agent: unknown"
+        );
+    }
+
+    /// Regression: on a loaded node an agent server took over a minute to boot, reported that
+    /// minute as its idle time when first asked, and the leader paused it (RUNTIME_IDLE_SECONDS
+    /// 60) before its client's first command; the client's retries resumed it into the same fate.
+    #[test]
+    fn a_slow_boot_is_not_idleness() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(idle_for(secs(66), None, secs(4), now), secs(4));
+        assert_eq!(idle_for(secs(66), None, secs(600), now), secs(66));
+        let s = settings();
+        let c = candidate(Status::Running);
+        assert_eq!(decide(&c, None, idle_for(secs(66), None, secs(4), now), &s), None);
+    }
+
+    #[test]
+    fn the_clocks_start_when_a_state_is_first_seen_and_reset_when_it_changes() {
+        let mut seen = Seen::default();
+        let t0 = Instant::now();
+        let earlier = t0.checked_sub(Duration::from_secs(100)).unwrap();
+        seen.observe(&[candidate(Status::Running)], earlier);
+        seen.observe(&[candidate(Status::Running)], t0);
+        assert!(seen.running_for("r").unwrap() >= Duration::from_secs(100), "first sighting kept");
+        assert_eq!(seen.failing_for("r"), None);
+        seen.observe(&[candidate(Status::Paused)], t0);
+        assert_eq!(seen.running_for("r"), None);
+        seen.observe(&[candidate(Status::Running)], t0);
+        assert!(
+            seen.running_for("r").unwrap() < Duration::from_secs(100),
+            "a new run, a new clock"
+        );
+        seen.observe(&[candidate(Status::Error)], t0);
+        assert!(seen.failing_for("r").is_some() && seen.running_for("r").is_none());
+        seen.observe(&[], t0);
+        assert_eq!(seen.failing_for("r"), None);
     }
 
     #[test]

@@ -178,10 +178,10 @@ echo "== the SDK client in a pod (up to ${CLIENT_TIMEOUT}s)"
 deadline=$((SECONDS + CLIENT_TIMEOUT))
 until client_done >/dev/null || ((SECONDS > deadline)); do sleep 3; done
 kubectl logs client -n "$NS" >"$TMP/client.log" 2>&1
-grep -E '^(PASS|FAIL|      )' "$TMP/client.log" | sed 's/^/  client: /'
+grep -E '^(PASS|FAIL|TIMING|    > )' "$TMP/client.log" | sed 's/^/  client: /'
 client_ok() {
   [[ $(kubectl get pod client -n "$NS" -o jsonpath='{.status.phase}') == Succeeded ]] \
-    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 32)) \
+    && grep -q '^OK: 0 failed' "$TMP/client.log" && (($(grep -c '^PASS' "$TMP/client.log") >= 33)) \
     || { tail -n 40 "$TMP/client.log"; return 1; }
 }
 check "the in-cluster SDK client passed all its checks" client_ok
@@ -273,10 +273,10 @@ PYENV=$(scripts/python.sh) || exit 2
 ) >"$TMP/host-client.log" 2>&1
 HOST_RC=$?
 kill "$FORWARD" 2>/dev/null; wait "$FORWARD" 2>/dev/null
-grep -E '^(PASS|FAIL|      )' "$TMP/host-client.log" | sed 's/^/  host client: /'
+grep -E '^(PASS|FAIL|TIMING|    > )' "$TMP/host-client.log" | sed 's/^/  host client: /'
 host_client_ok() {
   [[ $HOST_RC == 0 ]] && grep -q '^OK: 0 failed' "$TMP/host-client.log" \
-    && (($(grep -c '^PASS' "$TMP/host-client.log") >= 18)) || { tail -n 40 "$TMP/host-client.log"; return 1; }
+    && (($(grep -c '^PASS' "$TMP/host-client.log") >= 19)) || { tail -n 40 "$TMP/host-client.log"; return 1; }
 }
 check "the SDK from this machine through the port-forwarded gateway passed all its checks" host_client_ok
 check "no Ingress exists in gateway mode" test -z "$(kubectl get ingresses -n "$NS" -o name)"

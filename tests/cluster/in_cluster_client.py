@@ -62,7 +62,23 @@ def check(description: str, ok: bool, detail: object = "") -> None:
         print(f"PASS  {description}", flush=True)
     else:
         failed += 1
-        print(f"FAIL  {description}\n      {detail}", flush=True)
+        indented = "\n".join(f"    > {line}" for line in str(detail).splitlines() or [""])
+        print(f"FAIL  {description}\n{indented}", flush=True)
+
+
+def alive(url: str, seconds: float = 60) -> int | None:
+    """GET {url}/alive until it answers 200, as the SDK polls it: a runtime reported running may
+    still be a moment away from its Service's endpoints (kube-proxy) on a loaded node."""
+    deadline, code = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            code = httpx.get(f"{url}/alive", timeout=10).status_code
+            if code == 200:
+                break
+        except httpx.HTTPError as e:
+            code = repr(e)
+        time.sleep(2)
+    return code
 
 
 def workspace(session_id: str, **kw) -> APIRemoteWorkspace:
@@ -92,10 +108,13 @@ def api() -> httpx.Client:
 
 def one_sandbox_end_to_end() -> None:
     session_id = f"in-cluster-{uuid.uuid4()}"
+    t0 = time.monotonic()
     ws = workspace(session_id, resource_factor=FACTOR)
     runtime_id, url = ws._runtime_id, ws._runtime_url
+    code, out = run(ws, "echo hello-from-a-real-pod")
+    print(f"TIMING the SDK's start -> first command: {time.monotonic() - t0:.2f}s", flush=True)
     if GATEWAY:
-        check("the sandbox URL is the gateway's host for it (port-forwarded)",
+        check("the sandbox URL is the gateway's host for it ({id}.localhost:GATEWAY_PORT)",
               url == f"http://{runtime_id}.localhost:{GATEWAY_PORT}", url)
     else:
         check(
@@ -104,7 +123,6 @@ def one_sandbox_end_to_end() -> None:
             url,
         )
 
-    code, out = run(ws, "echo hello-from-a-real-pod")
     check("execute_command runs in the sandbox pod", (code, out) == (0, "hello-from-a-real-pod"), (code, out))
 
     # What the pod spec promises, seen from inside.
@@ -185,9 +203,11 @@ def list_commands() -> None:
                 if status.get("status") in ("running", "error"):
                     break
                 time.sleep(2)
-            alive = httpx.get(f"{runtime['url']}/alive", timeout=10).status_code if status.get("status") == "running" else None
-            check(description, alive == 200, status)
-            a.post("/stop", json={"runtime_id": runtime["runtime_id"]})
+            try:
+                code = alive(runtime["url"]) if status.get("status") == "running" else None
+                check(description, code == 200, f"/alive: {code}, runtime: {status}")
+            finally:
+                a.post("/stop", json={"runtime_id": runtime["runtime_id"]})
 
 
 def wait_status(a: httpx.Client, runtime_id: str, wanted: set[str], seconds: float) -> dict:
@@ -253,11 +273,13 @@ def failures() -> None:
             # The failure cleanup (RUNTIME_FAILED_SECONDS, action pause): the leader pauses it,
             # which deletes its pod and keeps its record for a resume once the cause is fixed.
             t0 = time.monotonic()
-            after = wait_status(a, runtime_id, {"paused"}, FAILED_SECONDS + 90)
-            check(f"  ... and the failure cleanup paused it after RUNTIME_FAILED_SECONDS="
-                  f"{FAILED_SECONDS:.0f} ({time.monotonic() - t0:.0f}s after the error was seen)",
-                  after.get("status") == "paused", after)
-            a.post("/stop", json={"runtime_id": runtime_id})
+            try:
+                after = wait_status(a, runtime_id, {"paused"}, FAILED_SECONDS + 90)
+                check(f"  ... and the failure cleanup paused it after RUNTIME_FAILED_SECONDS="
+                      f"{FAILED_SECONDS:.0f} ({time.monotonic() - t0:.0f}s after the error was seen)",
+                      after.get("status") == "paused", after)
+            finally:
+                a.post("/stop", json={"runtime_id": runtime_id})
 
 
 def leader_dies_during_starts() -> None:
@@ -339,6 +361,26 @@ def three_at_once() -> None:
         print(f"RUNTIME {runtime_id}", flush=True)
 
 
+def nothing_left_behind() -> None:
+    """Every flow stops what it started, even when it fails; a runtime still listed here is a
+    check failure, and is stopped so that the checks after the client judge the service's /stop
+    rather than an earlier failure."""
+    def listed(a: httpx.Client) -> list[dict]:
+        return [r for r in a.get("/list", params={"status": "all"}).json()["runtimes"]
+                if r.get("session_id", "").startswith("in-cluster-") and r.get("status") != "stopped"]
+
+    with api() as a:
+        # The other replica's cache may be a moment behind a /stop the first one just answered.
+        deadline, left = time.monotonic() + 15, listed(a)
+        while left and time.monotonic() < deadline:
+            time.sleep(1)
+            left = listed(a)
+        check("every flow stopped the runtimes it started", not left,
+              [(r["runtime_id"], r["session_id"], r.get("status")) for r in left])
+        for r in left:
+            a.post("/stop", json={"runtime_id": r["runtime_id"]})
+
+
 def main() -> int:
     def guarded(step) -> None:
         try:
@@ -350,7 +392,7 @@ def main() -> int:
         return lambda: [guarded(step) for step in steps]
 
     if GATEWAY:
-        for step in (one_sandbox_end_to_end, three_at_once):
+        for step in (one_sandbox_end_to_end, three_at_once, nothing_left_behind):
             guarded(step)
         print(f"{'FAILED' if failed else 'OK'}: {failed} failed", flush=True)
         return 1 if failed else 0
@@ -362,6 +404,7 @@ def main() -> int:
         list(pool.map(lambda f: f(), (in_turn(one_sandbox_end_to_end, list_commands, three_at_once),
                                       in_turn(failures, idle_pause))))
     guarded(leader_dies_during_starts)
+    guarded(nothing_left_behind)
     print(f"{'FAILED' if failed else 'OK'}: {failed} failed", flush=True)
     return 1 if failed else 0
 

@@ -56,6 +56,9 @@ pub const ANNOTATION_CLAIMED_BY: &str = "runtime-api.openhands.dev/claimed-by";
 pub const ANNOTATION_WARM_POOL: &str = "runtime-api.openhands.dev/warm-pool";
 /// The init key's variable in a member's Secret.
 pub const INIT_KEY: &str = "OH_SECRET_KEY";
+/// The session-key variable a member boots with (see [`member_objects`]); one of
+/// [`SESSION_KEY_VARS`](crate::runtime::env::SESSION_KEY_VARS), so a claim overwrites it.
+const DORMANT_SESSION_KEY: &str = "OH_SESSION_API_KEYS_0";
 
 /// A member not Ready by then is replaced (an image pull on a fresh node can take minutes).
 pub const MEMBER_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -196,6 +199,11 @@ pub fn member_objects(
     let mut secret_data = BTreeMap::new();
     if let Some(container) = pod.spec.as_mut().and_then(|p| p.containers.first_mut()) {
         let env = container.env.get_or_insert_with(Vec::new);
+        // The agent server binds loopback when it starts without a session key (and all
+        // interfaces with one): a member would be unreachable in its pod. Its init key serves as
+        // that key until `/api/init` replaces it, so the dormant server also refuses everyone
+        // else meanwhile; the claim overwrites the variable with the session's key.
+        secret_data.insert(DORMANT_SESSION_KEY.into(), ByteString(init_key.as_bytes().to_vec()));
         for (name, value) in dormant_environment(init_key, s.ports, base_path.as_deref()) {
             if name == INIT_KEY {
                 secret_data.insert(name, ByteString(value.into_bytes()));
@@ -634,6 +642,10 @@ mod tests {
         // The key only in the Secret the pod imports, never in the pod spec.
         assert!(!serde_json::to_string(&pod).unwrap().contains("init-key"));
         assert_eq!(secret.data.as_ref().unwrap()[INIT_KEY].0, b"init-key");
+        // Regression: without a session key the dormant agent server bound 127.0.0.1, and the
+        // members on the real node never turned Ready (startup probe: connection refused).
+        assert_eq!(secret.data.as_ref().unwrap()[DORMANT_SESSION_KEY].0, b"init-key");
+        assert!(crate::runtime::env::SESSION_KEY_VARS.contains(&DORMANT_SESSION_KEY));
         assert_eq!(secret.name_any(), object_name("r1"));
         assert_eq!(container.image.as_deref(), Some("ghcr.io/a/b:1"));
     }
