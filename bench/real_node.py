@@ -21,8 +21,10 @@ agent server on this machine. One warm-up round (image pull, page cache) is not 
 
 With --warm-runs N, then N rounds of `/start` -> agent ready from a warm pool (a second instance
 with WARM_POOL_SIZE=--pool of the same request's shape, DEFAULT_IMAGE the agent image): each
-round waits for a ready member (so it measures a claim, not the refill), checks the start was a
-claim (the pool's hit counter moved), and stops the runtime; the pool refills meanwhile.
+round waits for the pool to be full with no member booting (--warm-wait full: the claim alone,
+as bench/pool.py measures it) or for one ready member (--warm-wait one: claims while the refill's
+agent servers boot on the same cores), checks the start was a claim (the pool's hit counter
+moved), and stops the runtime.
 `--runs 0 --warm-runs N` measures only the warm starts.
 
 Prints p50/p95 per phase and writes bench/results/real_node.json. The 2-core machine's load
@@ -221,10 +223,21 @@ class RealNode:
                 return float(line.split()[-1])
         return 0.0
 
-    def warm_start(self) -> dict:
-        """`/start` of the pool's shape once a member is ready: a claim, timed as `start` is."""
+    def warm_start(self, full: bool) -> dict:
+        """`/start` of the pool's shape once a member is ready (`full`: once the pool is full and
+        no member boots, so the claim has the node to itself): a claim, timed as `start` is."""
         deadline = time.monotonic() + self.timeout
-        while self.pool_metric("runtime_api_pool_ready") < 1:
+
+        def waiting() -> bool:
+            ready = self.pool_metric("runtime_api_pool_ready")
+            if not full:
+                return ready < 1
+            target = self.pool_metric("runtime_api_pool_target")
+            return ready < target or self.pool_metric("runtime_api_pool_starting") > 0
+
+        # The pool gauges are the leader's refill tick's (1 s): let them see the last claim.
+        time.sleep(2)
+        while waiting():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no warm member ready within {self.timeout}s")
             time.sleep(0.2)
@@ -348,6 +361,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds for one agent to be ready")
     p.add_argument("--warm-runs", type=int, default=0, help="rounds of warm starts after the others")
     p.add_argument("--pool", type=int, default=3, help="warm pool size for --warm-runs")
+    p.add_argument("--warm-wait", choices=("full", "one"), default="full",
+                   help="before each warm start, wait for a full pool with no member booting "
+                        "(the claim alone), or for one ready member (claims while the refill boots)")
     p.add_argument("--out", default=str(HERE / "results" / "real_node.json"))
     args = p.parse_args()
     for var in ("KUBECONFIG", "RUNTIME_API_REAL_NODE", "RUNTIME_API_AGENT_IMAGE"):
@@ -385,7 +401,7 @@ def main() -> int:
             bench = RealNode(args, pool=args.pool)
             samples["warm_start"] = []
             for i in range(1, args.warm_runs + 1):
-                warm = bench.warm_start()
+                warm = bench.warm_start(full=args.warm_wait == "full")
                 samples["warm_start"].append(warm)
                 print(f"  warm round {i}: {warm}", file=sys.stderr, flush=True)
     finally:

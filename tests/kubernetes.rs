@@ -414,6 +414,59 @@ async fn a_start_interrupted_by_a_crash_ends_complete() {
     ns.wait_no_objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
 }
 
+/// Regression (a kfaults round: "never came to run: 404"): a sweep that saw a crashed start's
+/// record without its Secret removed the runtime a retried `/start` had completed and handed out
+/// meanwhile. The sweep now removes such a record only while it is as the sweep saw it (a delete
+/// with its resourceVersion as precondition), and a completing start touches the record first.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn a_sweep_that_saw_a_start_incomplete_never_removes_it_once_completed() {
+    let ns = TestNamespace::new("complete").await;
+    let state = StateDir::new();
+    let mut first = ns.service(&state, &[]).await;
+    let hash = runtime_api::runtime::ids::session_hash("complete-session");
+    let record_name = format!("oh-session-{hash}");
+    let request = first
+        .request(reqwest::Method::POST, "/start")
+        .json(&json!({"image": "img", "session_id": "complete-session"}));
+    let pending = tokio::spawn(async move { request.send().await });
+    let records = ns.api::<ConfigMap>();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        if let Some(record) = records.get_opt(&record_name).await.unwrap() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "record never appeared");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    first.kill();
+    let _ = pending.await;
+    // What a sweep would see: the record, and no Secret (the creator died before writing it).
+    let id = seen.labels()[RUNTIME_ID_LABEL].clone();
+    let _ = ns.api::<Secret>().delete(&format!("oh-rt-{id}"), &Default::default()).await;
+    let snapshot = seen.resource_version().unwrap();
+
+    let second = ns.service(&state, &[]).await;
+    let runtime = second.start_session("complete-session").await;
+    assert_eq!(id_of(&runtime), id);
+    // The sweep acts on its snapshot: the record changed since, so it is spared.
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some(snapshot),
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    match records.delete(&record_name, &params).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        other => panic!("the completed runtime's record was not protected: {other:?}"),
+    }
+    second.wait_running(&id).await;
+    let (code, _) = second.post("/stop", json!({"runtime_id": id})).await;
+    assert_eq!(code, 200);
+    ns.wait_no_objects(&format!("{SESSION_HASH_LABEL}={hash}")).await;
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn kwok_failure_stages_surface_with_the_right_detail() {

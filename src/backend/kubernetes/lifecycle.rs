@@ -16,9 +16,9 @@ use serde_json::json;
 
 use super::manifests::{self, Identity};
 use super::record::{
-    self, ANNOTATION_GENERATION, ANNOTATION_GENERATION_AT, ANNOTATION_PAUSE_REASON,
-    ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, RecordInfo, claim_name, object_name, pod_name,
-    runtime_id_of, secret_value,
+    self, ANNOTATION_COMPLETED_AT, ANNOTATION_GENERATION, ANNOTATION_GENERATION_AT,
+    ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, RecordInfo, claim_name,
+    object_name, pod_name, runtime_id_of, secret_value,
 };
 use super::status;
 use super::store;
@@ -278,8 +278,34 @@ impl KubernetesBackend {
     /// Deletes the record and then every object it owns, explicitly (garbage collection would
     /// get there too, but later and not when it is off), and waits for the cache to drop it.
     async fn delete_runtime(&self, record: &ConfigMap, runtime_id: &str) -> BackendResult<()> {
+        self.writer().delete::<ConfigMap>("runtime record", &record.name_any()).await?;
+        self.delete_owned(record, runtime_id).await
+    }
+
+    /// Removes a runtime whose Secret the sweep found missing, unless its record changed since
+    /// that snapshot: a start completing it touches the record before it creates the Secret, so
+    /// the sweep never removes a runtime a client was just given. `false` when it was spared.
+    pub(super) async fn remove_lost(&self, record: &ConfigMap) -> BackendResult<bool> {
+        let (Some(runtime_id), Some(version)) =
+            (runtime_id_of(&record.metadata), record.metadata.resource_version.as_deref())
+        else {
+            return Ok(false);
+        };
+        // The cache's Secrets may be a moment behind its records: ask the API server.
+        if self.writer().get_secret(&object_name(runtime_id)).await?.is_some() {
+            return Ok(false);
+        }
+        if !self.writer().delete_record_at(&record.name_any(), version).await? {
+            return Ok(false);
+        }
+        self.delete_owned(record, runtime_id).await?;
+        Ok(true)
+    }
+
+    /// Everything a runtime owns, once its record is gone (from now on its session starts
+    /// afresh); then waits until the cache no longer shows the record.
+    async fn delete_owned(&self, record: &ConfigMap, runtime_id: &str) -> BackendResult<()> {
         let name = record.name_any();
-        self.writer().delete::<ConfigMap>("runtime record", &name).await?;
         let object = object_name(runtime_id);
         self.writer().delete_pods(runtime_id).await?;
         self.writer().delete::<Ingress>("ingress", &object).await?;
@@ -325,6 +351,18 @@ impl KubernetesBackend {
     ) -> BackendResult<Runtime> {
         let runtime_id = runtime_id_of(&record.metadata).unwrap_or_default();
         tracing::info!(runtime_id, "completing a runtime another start created");
+        // Touched first: the sweep removes a record without a Secret only while the record is
+        // as it saw it (see `remove_lost`); if the sweep removed it already, start afresh.
+        let touch = json!({"metadata": {"annotations": {
+            ANNOTATION_COMPLETED_AT: jiff::Timestamp::now().to_string(),
+        }}});
+        let name = record.name_any();
+        let touched = self.writer().patch_if::<ConfigMap>("runtime record", &name, touch).await?;
+        let Some(record) = &touched else {
+            let session_hash = ids::session_hash(&spec.session_id);
+            // Boxed: a fresh start may meet a conflict and complete again.
+            return Box::pin(self.create_fresh(spec.clone(), &session_hash)).await;
+        };
         let key = ids::new_session_key();
         let ensured = self.ensure_objects(record, None, Some((&key, &spec.environment)));
         if let Err(e) = ensured.await {

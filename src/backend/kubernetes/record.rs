@@ -41,6 +41,8 @@ pub const ANNOTATION_PAUSE_REASON: &str = "runtime-api.openhands.dev/pause-reaso
 pub const ANNOTATION_LAST_ACTIVITY: &str = "runtime-api.openhands.dev/last-activity";
 /// On pods: when this service created them (RFC 3339, sub-second), for the start-to-running metric.
 pub const ANNOTATION_CREATED_AT: &str = "runtime-api.openhands.dev/created-at";
+/// When a start completed a runtime whose creator died before its Secret was written.
+pub const ANNOTATION_COMPLETED_AT: &str = "runtime-api.openhands.dev/completed-at";
 /// Record data: the spec as started, JSON, without environment values (those are in the Secret).
 pub const DATA_SPEC: &str = "spec.json";
 /// Record data: the creation time clients see.

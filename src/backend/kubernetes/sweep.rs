@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::KubernetesBackend;
 use super::manifests::{self, SANDBOX_NETWORK_POLICY};
 use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
-use crate::runtime::{Backend, BackendError, BackendResult, SweepReport};
+use crate::runtime::{BackendError, BackendResult, SweepReport};
 
 /// An idle replica still sweeps every this many maintenance intervals.
 pub const FULL_SWEEP_ROUNDS: u32 = 10;
@@ -213,9 +213,14 @@ impl KubernetesBackend {
         for action in plan.records {
             match action {
                 RecordAction::RemoveLostSecret(runtime_id) => {
-                    tracing::warn!(%runtime_id, "removing a runtime whose secret is gone");
-                    self.stop(&runtime_id).await?;
-                    report.orphans_deleted += 1;
+                    let record =
+                        records.iter().find(|r| runtime_id_of(&r.metadata) == Some(&runtime_id));
+                    let Some(record) = record else { continue };
+                    if self.remove_lost(record).await? {
+                        tracing::warn!(%runtime_id, "removed a runtime whose secret is gone");
+                        writer.event(record, true, "Removed", "its Secret is gone".into());
+                        report.orphans_deleted += 1;
+                    }
                 }
                 RecordAction::Repair(i) => {
                     let record = &records[i];

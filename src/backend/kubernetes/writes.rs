@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -213,6 +213,29 @@ impl Writer {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(kube_error(&format!("deleting the {what}"), e)),
+        }
+    }
+
+    /// Deletes a record only while it is at `resource_version`: `false` when another writer
+    /// changed it first (409) or it is gone (404).
+    pub async fn delete_record_at(
+        &self,
+        name: &str,
+        resource_version: &str,
+    ) -> BackendResult<bool> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::background()
+        };
+        let result = self.write(self.api::<ConfigMap>().delete(name, &params)).await;
+        self.count("delete", "runtime record", &result);
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(api_code(&e), Some(404 | 409)) => Ok(false),
+            Err(e) => Err(kube_error("deleting the runtime record", e)),
         }
     }
 
