@@ -373,6 +373,28 @@ async fn two_instances_share_the_cluster_as_the_only_truth() {
     a.wait_for_absent(&id).await;
 }
 
+/// Fires `/start` of `session` at `svc` and SIGKILLs it as soon as the session's record exists,
+/// before the start finishes; returns the record as it was then.
+async fn crash_during_start(ns: &TestNamespace, svc: &mut Service, session: &str) -> ConfigMap {
+    let record_name = format!("oh-session-{}", runtime_api::runtime::ids::session_hash(session));
+    let request = svc
+        .request(reqwest::Method::POST, "/start")
+        .json(&json!({"image": "img", "session_id": session}));
+    let pending = tokio::spawn(async move { request.send().await });
+    let records = ns.api::<ConfigMap>();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        if let Some(record) = records.get_opt(&record_name).await.unwrap() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "record never appeared");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    svc.kill();
+    let _ = pending.await;
+    seen
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn a_start_interrupted_by_a_crash_ends_complete() {
@@ -380,20 +402,7 @@ async fn a_start_interrupted_by_a_crash_ends_complete() {
     let state = StateDir::new();
     let mut first = ns.service(&state, &[]).await;
     let hash = runtime_api::runtime::ids::session_hash("crash-session");
-    let record_name = format!("oh-session-{hash}");
-    // Fire /start and SIGKILL the service as soon as the record exists, before it finishes.
-    let request = first
-        .request(reqwest::Method::POST, "/start")
-        .json(&json!({"image": "img", "session_id": "crash-session"}));
-    let pending = tokio::spawn(async move { request.send().await });
-    let records = ns.api::<ConfigMap>();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while records.get_opt(&record_name).await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "record never appeared");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    first.kill();
-    let _ = pending.await;
+    crash_during_start(&ns, &mut first, "crash-session").await;
 
     // The client retries against a fresh instance: the runtime ends complete, with one of each object.
     let second = ns.service(&state, &[]).await;
@@ -425,22 +434,8 @@ async fn a_sweep_that_saw_a_start_incomplete_never_removes_it_once_completed() {
     let state = StateDir::new();
     let mut first = ns.service(&state, &[]).await;
     let hash = runtime_api::runtime::ids::session_hash("complete-session");
-    let record_name = format!("oh-session-{hash}");
-    let request = first
-        .request(reqwest::Method::POST, "/start")
-        .json(&json!({"image": "img", "session_id": "complete-session"}));
-    let pending = tokio::spawn(async move { request.send().await });
-    let records = ns.api::<ConfigMap>();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let seen = loop {
-        if let Some(record) = records.get_opt(&record_name).await.unwrap() {
-            break record;
-        }
-        assert!(Instant::now() < deadline, "record never appeared");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    first.kill();
-    let _ = pending.await;
+    let seen = crash_during_start(&ns, &mut first, "complete-session").await;
+    let (records, record_name) = (ns.api::<ConfigMap>(), seen.name_any());
     // What a sweep would see: the record, and no Secret (the creator died before writing it).
     let id = seen.labels()[RUNTIME_ID_LABEL].clone();
     let _ = ns.api::<Secret>().delete(&format!("oh-rt-{id}"), &Default::default()).await;
