@@ -17,6 +17,7 @@ use common::{Service, StateDir};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service as KubeService,
 };
+use k8s_openapi::api::flowcontrol::v1::FlowSchema;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -499,9 +500,8 @@ async fn kwok_failure_stages_surface_with_the_right_detail() {
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn reads_never_reach_the_api_server() {
-    // The API server's request counters are cluster-wide: no heavy test may run meanwhile.
-    let _alone = CLUSTER_WIDE.lock().await;
     let ns = TestNamespace::new("reads").await;
+    let schema = ns.count_service_reads().await;
     let state = StateDir::new();
     let svc = ns.service(&state, &[]).await;
     let mut ids = Vec::new();
@@ -509,34 +509,58 @@ async fn reads_never_reach_the_api_server() {
         ids.push(id_of(&svc.start_session(&format!("reader-{i}")).await));
     }
     svc.wait_running(&ids[4]).await;
-    let before = read_requests(&ns.admin).await;
+    let before = dispatched(&ns.admin, &schema).await;
+    // The schema sees the service: its caches' first LISTs counted.
+    assert!(before >= 3.0, "the FlowSchema counted {before} of the service's requests");
     let reads = 300;
     for i in 0..reads / 3 {
         svc.get("/list?status=all").await;
         svc.get(&format!("/sessions/reader-{}", i % 5)).await;
         svc.get(&format!("/runtime/{}", ids[i % 5])).await;
     }
-    let after = read_requests(&ns.admin).await;
-    // Other cluster components read too; a request per read would add at least `reads`.
-    assert!(after - before < 20.0, "{reads} reads caused {} GET/LIST requests", after - before);
+    let after = dispatched(&ns.admin, &schema).await;
+    Api::<FlowSchema>::all(ns.admin.clone()).delete(&schema, &Default::default()).await.unwrap();
+    // The count is the service's own (no other client shares its FlowSchema); a request per
+    // read would add at least `reads / 3`, a background re-list one or two.
+    assert!(after - before < 3.0, "{reads} reads caused {} GET/LIST requests", after - before);
 }
 
-/// Held by the tests that measure, or load, the whole API server, so that they never overlap
-/// (the others run two at a time beside them).
-static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+impl TestNamespace {
+    /// Makes the API server count the GET and LIST requests of this namespace's ServiceAccount
+    /// (the service's identity in these tests) for the kinds the service caches, apart from any
+    /// other client's: a FlowSchema of their own, whose dispatches the API server counts in
+    /// `apiserver_flowcontrol_dispatched_requests_total`. Cluster-wide request counters
+    /// (`apiserver_request_total`) mixed in the polling of the tests running beside it.
+    async fn count_service_reads(&self) -> String {
+        let schema: FlowSchema = serde_json::from_value(json!({
+            "metadata": {"name": format!("reads-{}", self.name)},
+            "spec": {
+                "priorityLevelConfiguration": {"name": "global-default"},
+                "matchingPrecedence": 500,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [{
+                    "subjects": [{"kind": "ServiceAccount",
+                                  "serviceAccount": {"name": "runtime-api", "namespace": self.name}}],
+                    "resourceRules": [{"verbs": ["get", "list"], "apiGroups": [""],
+                                       "resources": ["pods", "secrets", "configmaps"],
+                                       "namespaces": [self.name]}],
+                }],
+            },
+        }))
+        .unwrap();
+        let api = Api::<FlowSchema>::all(self.admin.clone());
+        api.create(&PostParams::default(), &schema).await.unwrap().name_any()
+    }
+}
 
-/// GET and LIST requests the API server served for the kinds the service caches.
-async fn read_requests(admin: &Client) -> f64 {
+/// Requests the API server dispatched under FlowSchema `schema` (0 before the first).
+async fn dispatched(admin: &Client, schema: &str) -> f64 {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = admin.request_text(req).await.unwrap();
+    let label = format!("flow_schema=\"{schema}\"");
     text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("verb=\"GET\"") || l.contains("verb=\"LIST\""))
-        .filter(|l| {
-            ["resource=\"configmaps\"", "resource=\"secrets\"", "resource=\"pods\""]
-                .iter()
-                .any(|r| l.contains(r))
-        })
+        .filter(|l| l.starts_with("apiserver_flowcontrol_dispatched_requests_total{"))
+        .filter(|l| l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1035,8 +1059,6 @@ async fn a_start_the_cluster_refuses_leaves_nothing_behind() {
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn a_restarted_service_never_answers_from_incomplete_caches() {
     const RUNTIMES: usize = 1000;
-    // Its thousands of requests and re-lists would count in another test's cluster-wide figures.
-    let _alone = CLUSTER_WIDE.lock().await;
     let ns = TestNamespace::new("sync").await;
     let state = StateDir::new();
     // Pods no node can take: the pod cache has 1,000 pods to list, and the kwok nodes keep their
