@@ -1,10 +1,11 @@
-# syntax=docker/dockerfile:1
 # The runtime API as a container image: a static-ish Rust binary on distroless (glibc, CA
 # certificates, no shell, non-root). Build from the repository root:
 #
 #   docker build -t ghcr.io/openhands/runtime-api:0.1.0 .
 #
-# (BuildKit is needed for the cache mounts; Docker >= 23 uses it by default.)
+# BuildKit is needed for the cache mounts (Docker >= 23 uses it by default); its bundled Dockerfile
+# frontend reads them, so there is no `# syntax=` line (that would fetch a frontend image first).
+# The test suite builds this file with BuildKit alone: `scripts/images.sh build runtime-api`.
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src

@@ -34,12 +34,13 @@ PACKAGES=(docker-registry runc containernetworking-plugins nftables iproute2 soc
 apt_install "${PACKAGES[@]}"
 
 # The Go binaries and the container images take minutes on a cold machine and do not need the
-# Rust build: start them now, beside it (their downloads overlap the compiles). `cluster.sh up`
+# Rust build (the runtime-api image is the Dockerfile's own release build, in BuildKit): start
+# them now, beside it (their downloads overlap the compiles). `cluster.sh up`
 # waits on their locks and reports their failures; the logs stay in the cache.
 mkdir -p "$HOME/.cache/runtime-api"
 scripts/cluster.sh build >"$HOME/.cache/runtime-api/prebuild-cluster.log" 2>&1 &
 PREBUILD_CLUSTER=$!
-scripts/images.sh build pause agent-server >"$HOME/.cache/runtime-api/prebuild-images.log" 2>&1 &
+scripts/images.sh build pause agent-server runtime-api >"$HOME/.cache/runtime-api/prebuild-images.log" 2>&1 &
 PREBUILD_IMAGES=$!
 trap 'kill $PREBUILD_CLUSTER $PREBUILD_IMAGES 2>/dev/null || true' EXIT
 
