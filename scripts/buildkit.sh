@@ -20,7 +20,7 @@ LOG_TAG=buildkit
 # shellcheck source=lib/common.sh
 source "$ROOT/scripts/lib/common.sh"
 
-VERSION=$(awk '$1 == "github.com/moby/buildkit" && $2 ~ /^v/ { print $2; exit }' "$MOD/go.mod")
+VERSION=$(go_module_version "$MOD/go.mod" github.com/moby/buildkit)
 [[ -n $VERSION ]] || die "cannot read the github.com/moby/buildkit version from $MOD/go.mod"
 DIR="$CACHE/buildkit-$VERSION"
 

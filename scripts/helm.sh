@@ -19,8 +19,7 @@ LOG_TAG=helm
 # shellcheck source=lib/common.sh
 source "$ROOT/scripts/lib/common.sh"
 
-# Versions from go.mod (no network needed for this).
-modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$MOD/go.mod"; }
+modver() { go_module_version "$MOD/go.mod" "$1"; }
 VERSION=$(modver helm.sh/helm/v3)
 [[ -n $VERSION ]] || die "cannot read the helm.sh/helm/v3 version from $MOD/go.mod"
 BIN="$CACHE/helm-$VERSION"

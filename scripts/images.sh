@@ -74,7 +74,7 @@ key() {
       distroless-cc) echo "suite=$DOCKERFILE_SUITE" ;;
       runtime-api)
         dockerfile_inputs
-        awk '$1 == "github.com/moby/buildkit" { print $2 }' "$ROOT/tools/buildkit/go.mod"
+        go_module_version "$ROOT/tools/buildkit/go.mod" github.com/moby/buildkit
         key rust-builder; key distroless-cc ;;
     esac
   } | sha256sum | cut -c1-16

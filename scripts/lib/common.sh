@@ -15,6 +15,10 @@ as_root() {
     die "root is needed to run: $*"; fi
 }
 
+# go_module_version GOMOD MODULE: the version of MODULE that the go.mod file GOMOD requires (read
+# from the file: no network needed).
+go_module_version() { awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$1"; }
+
 # apt_install PACKAGE...: install those not installed yet.
 apt_install() {
   local p missing=()

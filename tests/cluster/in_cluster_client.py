@@ -103,7 +103,11 @@ def run(ws: APIRemoteWorkspace, command: str) -> tuple[int, str]:
 
 
 def api() -> httpx.Client:
-    return httpx.Client(base_url=API, headers={"X-API-Key": KEY}, timeout=30)
+    # Connection failures are retried (with back-off), as OpenHands' app server retries: the
+    # cluster's DNS once answered "Temporary failure in name resolution" for the release's
+    # Service right after the failover step, and that single lookup failed the run.
+    return httpx.Client(base_url=API, headers={"X-API-Key": KEY}, timeout=30,
+                        transport=httpx.HTTPTransport(retries=5))
 
 
 def one_sandbox_end_to_end() -> None:
