@@ -582,7 +582,7 @@ class Bench:
                                        "direct_create": round(sum(dir_cpu) / len(dir_cpu) * 1e3, 3)}
         out["client_reconnects_during_sequential_requests"] = self.api.reconnects + self.kl.reconnects - reconnects0
         out["object_json_bytes"] = shapes.sizes
-        out["method"] = ("direct: record ConfigMap, Secret, Service, NetworkPolicy, Ingress, Pod created one after "
+        out["method"] = ("direct: record ConfigMap, Secret, Service, Ingress, Pod (the shared NetworkPolicy is not per runtime) created one after "
                          "the other (the service's order), children owned by the record, shapes copied from a "
                          "runtime the service made; both sides through the same lean keep-alive client "
                          "(bench/lean.py, connections opened before each block); concurrent requests from "
