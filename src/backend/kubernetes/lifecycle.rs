@@ -18,7 +18,7 @@ use super::manifests::{self, Identity};
 use super::record::{
     self, ANNOTATION_COMPLETED_AT, ANNOTATION_GENERATION, ANNOTATION_GENERATION_AT,
     ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, RecordInfo, claim_name,
-    object_name, pod_name, runtime_id_of, secret_value,
+    object_name, pod_name, runtime_id_of,
 };
 use super::status;
 use super::store;
@@ -92,10 +92,9 @@ impl KubernetesBackend {
         let info = RecordInfo::parse(record)?;
         let s = &self.inner.settings;
         let secret = self.inner.store.secret(&object_name(&info.runtime_id));
-        let session_api_key =
-            secret.as_deref().and_then(|s| secret_value(s, "SESSION_API_KEY")).unwrap_or_default();
+        let session_api_key = secret.and_then(|s| s.session_key.clone()).unwrap_or_default();
         let pod = self.inner.store.pod(&pod_name(&info.runtime_id, info.generation));
-        let mut observed = status::observe(info.paused, pod.as_deref());
+        let mut observed = status::observe(info.paused, pod.as_ref().map(|p| &p.observed));
         if info.paused {
             observed.detail = info.pause_reason.clone();
         }
@@ -132,8 +131,7 @@ impl KubernetesBackend {
 
     /// The IP of the record's current pod, once it has one.
     fn pod_address(&self, info: &RecordInfo) -> Option<std::net::IpAddr> {
-        let pod = self.inner.store.pod(&pod_name(&info.runtime_id, info.generation))?;
-        pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+        self.inner.store.pod(&pod_name(&info.runtime_id, info.generation))?.address
     }
 
     /// The cached record of a runtime that is not being stopped.
@@ -149,7 +147,7 @@ impl KubernetesBackend {
     pub(super) async fn ensure_objects(
         &self,
         record: &ConfigMap,
-        secret: Option<&Secret>,
+        has_secret: bool,
         create_secret: Option<(&str, &BTreeMap<String, String>)>,
     ) -> BackendResult<()> {
         let (info, owner) = owned_by(record)?;
@@ -157,7 +155,7 @@ impl KubernetesBackend {
         let id = Identity { runtime_id: &info.runtime_id, session_hash: &info.session_hash, owner };
         if let Some((key, env)) = create_secret {
             self.writer().create("secret", &manifests::secret(s, &id, key, env)).await?;
-        } else if secret.is_none() {
+        } else if !has_secret {
             return Err(BackendError::internal("the runtime's secret is missing"));
         }
         if let Some(claim) = manifests::workspace_claim(s, &id) {
@@ -208,7 +206,7 @@ impl KubernetesBackend {
         let secret_name = runtime_id_of(&written.metadata).map(object_name);
         let store = &self.inner.store;
         let caught_up = store::wait_until(CACHE_CATCH_UP, || {
-            store::caught_up(store.record(&name).as_ref(), written)
+            store::caught_up(store.record(&name).and_then(|r| store::version_of(&*r)), written)
                 && secret_name.as_ref().is_none_or(|s| store.secret(s).is_some())
         })
         .await;
@@ -249,7 +247,7 @@ impl KubernetesBackend {
             Created::AlreadyExists => return self.existing_after_conflict(&record, &spec).await,
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
-        let ensured = self.ensure_objects(&created, None, Some((&session_key, &spec.environment)));
+        let ensured = self.ensure_objects(&created, false, Some((&session_key, &spec.environment)));
         if let Err(e) = ensured.await {
             self.roll_back(&created, &e).await;
             return Err(e);
@@ -364,7 +362,7 @@ impl KubernetesBackend {
             return Box::pin(self.create_fresh(spec.clone(), &session_hash)).await;
         };
         let key = ids::new_session_key();
-        let ensured = self.ensure_objects(record, None, Some((&key, &spec.environment)));
+        let ensured = self.ensure_objects(record, false, Some((&key, &spec.environment)));
         if let Err(e) = ensured.await {
             self.roll_back(record, &e).await;
             return Err(e);
@@ -395,8 +393,9 @@ impl Backend for KubernetesBackend {
             }
             (StartPlan::Resume, Some(c)) => self.resume(&c.info.runtime_id).await,
             (StartPlan::CompleteObjects, Some(c)) => {
-                let secret = self.inner.store.secret(&object_name(&c.info.runtime_id));
-                self.ensure_objects(&c.record, secret.as_deref(), None).await?;
+                let has_secret =
+                    self.inner.store.secret(&object_name(&c.info.runtime_id)).is_some();
+                self.ensure_objects(&c.record, has_secret, None).await?;
                 Ok(c.view)
             }
             (StartPlan::Return, Some(c)) => Ok(c.view),
@@ -557,7 +556,8 @@ impl Backend for KubernetesBackend {
         self.create_pod(&patched_info, id).await?;
         if let Some(written) = rotated {
             store::wait_until(CACHE_CATCH_UP, || {
-                store::caught_up(self.inner.store.secret(&secret_name).as_ref(), &written)
+                let cached = self.inner.store.secret(&secret_name);
+                store::caught_up(cached.and_then(|s| s.meta.version()), &written)
             })
             .await;
         }

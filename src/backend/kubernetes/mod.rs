@@ -7,6 +7,7 @@
 //! status from pods ([`status`]), the `Backend` operations ([`lifecycle`]), the orphan sweep
 //! ([`sweep`]), the warm pools of dormant pods ([`pool`]).
 
+pub mod cached;
 mod lifecycle;
 pub mod manifests;
 pub mod pool;

@@ -26,11 +26,10 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::KubernetesBackend;
+use super::cached::CachedPod;
 use super::lifecycle::CACHE_CATCH_UP;
 use super::manifests::{self, Identity};
-use super::record::{
-    self, COMPONENT_SECRET, LABEL_SESSION_HASH, claim_name, object_name, runtime_id_of,
-};
+use super::record::{self, COMPONENT_SECRET, LABEL_SESSION_HASH, claim_name, object_name};
 use super::settings::KubeSettings;
 use super::store;
 use super::writes::Created;
@@ -92,27 +91,22 @@ pub struct Member {
 }
 
 /// The member a pod is, if it is one.
-pub fn member(pod: &Pod) -> Option<Member> {
-    let labels = pod.metadata.labels.as_ref()?;
-    let state = labels.get(LABEL_POOL_STATE)?;
-    let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+pub fn member(pod: &CachedPod) -> Option<Member> {
+    let labels = pod.pool.as_ref()?;
     Some(Member {
-        pod: pod.metadata.name.clone()?,
-        runtime_id: runtime_id_of(&pod.metadata)?.to_string(),
-        pool: labels.get(LABEL_POOL).cloned().unwrap_or_default(),
-        shape: labels.get(LABEL_POOL_SHAPE).cloned().unwrap_or_default(),
-        claimed: state == STATE_CLAIMED,
-        claimed_at: pod.annotations().get(ANNOTATION_CLAIMED_AT).and_then(|t| t.parse().ok()),
-        ready,
-        failed: status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
-        deleting: pod.metadata.deletion_timestamp.is_some(),
-        address: status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
-        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        pod: pod.meta.name.clone(),
+        runtime_id: pod.meta.runtime_id.clone()?,
+        pool: labels.pool.clone(),
+        shape: labels.shape.clone(),
+        claimed: labels.claimed,
+        claimed_at: labels.claimed_at,
+        ready: pod.ready,
+        failed: pod.failed,
+        deleting: pod.meta.deleting,
+        address: pod.address,
+        created: pod.meta.created,
+        resource_version: pod.meta.resource_version.clone(),
+        uid: pod.meta.uid.clone(),
     })
 }
 
@@ -159,7 +153,7 @@ pub fn plan_refill(pools: &Pools, members: &[Member], now: jiff::Timestamp) -> R
 /// The runtime ids the orphan sweep must leave alone: dormant members, and claimed ones whose
 /// claim is younger than `grace` (their claimer is still writing the record).
 pub fn protected(
-    pods: &[std::sync::Arc<Pod>],
+    pods: &[std::sync::Arc<CachedPod>],
     grace: Duration,
     now: jiff::Timestamp,
 ) -> HashSet<String> {
@@ -309,10 +303,7 @@ impl KubernetesBackend {
                 .await?;
         }
         let store = &self.inner.store;
-        store::wait_until(CACHE_CATCH_UP, || {
-            store.pod(pod).is_none_or(|p| p.metadata.deletion_timestamp.is_some())
-        })
-        .await;
+        store::wait_until(CACHE_CATCH_UP, || store.pod(pod).is_none_or(|p| p.meta.deleting)).await;
         Ok(())
     }
 
@@ -414,18 +405,18 @@ impl KubernetesBackend {
     ) -> Result<Runtime, Served> {
         let s = &self.inner.settings;
         let failed = |e: crate::runtime::BackendError| Served::Failed(e.chain().to_string());
-        let init_key = |secret: Option<&Secret>| {
-            let value = secret?.data.as_ref()?.get(INIT_KEY)?;
-            String::from_utf8(value.0.clone()).ok()
-        };
         // From the cache (it keeps members' init keys); the API server if it lags.
         let secret_name = object_name(&m.runtime_id);
-        let init_key = match init_key(self.inner.store.secret(&secret_name).as_deref()) {
+        let cached = self.inner.store.secret(&secret_name).and_then(|s| s.init_key.clone());
+        let init_key = match cached {
             Some(key) => key,
-            None => {
-                init_key(self.writer().get_secret(&secret_name).await.map_err(failed)?.as_ref())
-                    .ok_or_else(|| Served::Failed("the member's init Secret is gone".into()))?
-            }
+            None => self
+                .writer()
+                .get_secret(&secret_name)
+                .await
+                .map_err(failed)?
+                .and_then(|secret| record::secret_value(&secret, INIT_KEY))
+                .ok_or_else(|| Served::Failed("the member's init Secret is gone".into()))?,
         };
         let session_key = ids::new_session_key();
         let base_path = urls::vscode_base_path(&s.url_style, &m.runtime_id);
@@ -526,7 +517,7 @@ impl KubernetesBackend {
         );
         let store = &self.inner.store;
         store::wait_until(CACHE_CATCH_UP, || {
-            store::caught_up(store.secret(&secret_name).as_ref(), &written)
+            store::caught_up(store.secret(&secret_name).and_then(|s| s.meta.version()), &written)
         })
         .await;
         self.await_cached(created).await;
@@ -670,7 +661,7 @@ mod tests {
                 let at = now - Duration::from_secs(ago);
                 pod.annotations_mut().insert(ANNOTATION_CLAIMED_AT.into(), at.to_string());
             }
-            std::sync::Arc::new(pod)
+            std::sync::Arc::new(CachedPod::of(&pod))
         };
         let pods = [
             pod(1, STATE_DORMANT, None),

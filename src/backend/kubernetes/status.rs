@@ -42,17 +42,23 @@ fn crash_loop(c: &ContainerStatus, exit: Option<&ContainerStateTerminated>) -> O
     Observed::new(Status::Error, PodStatus::CrashLoopBackOff, Some(detail))
 }
 
-pub fn observe(paused: bool, pod: Option<&Pod>) -> Observed {
+/// What clients see of a runtime: paused, its pod's status, or a pod still to be created.
+pub fn observe(paused: bool, pod: Option<&Observed>) -> Observed {
     if paused {
         return Observed::new(Status::Paused, PodStatus::NotFound, None);
     }
-    let Some(pod) = pod else {
-        return Observed::new(
+    match pod {
+        Some(observed) => observed.clone(),
+        None => Observed::new(
             Status::Starting,
             PodStatus::NotFound,
             Some("the sandbox pod is being created".into()),
-        );
-    };
+        ),
+    }
+}
+
+/// A pod's status as clients see it, restarts included.
+pub fn observe_pod(pod: &Pod) -> Observed {
     let status = pod.status.as_ref();
     let containers: &[ContainerStatus] =
         status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
@@ -68,6 +74,14 @@ pub fn observe(paused: bool, pod: Option<&Pod>) -> Observed {
     observed.restart_count = restart_count;
     observed.restart_reasons = restart_reasons;
     observed
+}
+
+/// The pod's Ready condition is True (its agent server answers its readiness probe).
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn classify(pod: &Pod, containers: &[ContainerStatus]) -> Observed {
@@ -164,6 +178,9 @@ mod tests {
         assert_eq!(observe(true, None).status, Status::Paused);
         let o = observe(false, None);
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::NotFound));
+        let running = Observed::new(Status::Running, PodStatus::Ready, None);
+        assert_eq!(observe(true, Some(&running)).status, Status::Paused);
+        assert_eq!(observe(false, Some(&running)), running);
     }
 
     #[test]
@@ -172,7 +189,7 @@ mod tests {
             json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status, o.detail), (Status::Running, PodStatus::Ready, None));
     }
 
@@ -180,7 +197,7 @@ mod tests {
     fn running_but_not_ready_is_starting() {
         let p =
             pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}));
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Running));
     }
 
@@ -192,7 +209,7 @@ mod tests {
               "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
               "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::CrashLoopBackOff));
         let detail = o.detail.unwrap();
         assert!(
@@ -218,7 +235,7 @@ mod tests {
                 "startedAt": "2026-11-29T23:33:26Z", "finishedAt": "2026-11-29T23:33:26Z"}},
               "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::CrashLoopBackOff));
         let detail = o.detail.unwrap();
         assert!(detail.contains("code 3") && detail.contains("3 times"), "{detail}");
@@ -231,7 +248,7 @@ mod tests {
             "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
               "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Running));
     }
 
@@ -242,7 +259,7 @@ mod tests {
                 json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
                 "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason, "message": "details here"}}}]}),
             );
-            let o = observe(false, Some(&p));
+            let o = observe_pod(&p);
             assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Failed), "{reason}");
             assert_eq!(o.detail.unwrap(), format!("{reason}: details here"));
         }
@@ -254,7 +271,7 @@ mod tests {
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
             "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Pending));
         assert_eq!(
             o.detail.unwrap(),
@@ -268,7 +285,7 @@ mod tests {
             json!({"phase": "Pending", "containerStatuses": [{"name": "a", "image": "i", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
         );
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Starting, PodStatus::Pending));
         assert_eq!(o.detail.as_deref(), Some("waiting: ContainerCreating"));
     }
@@ -277,7 +294,7 @@ mod tests {
     fn failed_pod_is_an_error() {
         let p =
             pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node ran out of disk"}));
-        let o = observe(false, Some(&p));
+        let o = observe_pod(&p);
         assert_eq!((o.status, o.pod_status), (Status::Error, PodStatus::Failed));
         assert_eq!(o.detail.unwrap(), "Evicted: node ran out of disk");
     }

@@ -2,8 +2,8 @@
 //! service in its namespace, kept current by kube-rs reflectors. The API server sees watches and
 //! writes, never a request per read. Every lookup is by key: records by session hash (their name)
 //! or by runtime id (an index kept by the records' watch), secrets and pods by name. Secrets and
-//! pods are cached stripped to what reads use, and each event marks its runtime's view for a
-//! rebuild ([`Views`]).
+//! pods are cached as the few facts reads use ([`super::cached`]), and each event marks its
+//! runtime's view for a rebuild ([`Views`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -15,11 +15,12 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store as Reader};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store as Reader};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::cached::{CachedPod, CachedSecret};
 use super::record::{
     ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, COMPONENT_SECRET, managed_selector,
     record_name, runtime_id_of,
@@ -27,9 +28,6 @@ use super::record::{
 use super::views::{State as ViewState, Views};
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
-
-/// The one key of a runtime's Secret that reads use.
-const SESSION_KEY: &str = "SESSION_API_KEY";
 
 /// Health of one watch: synced once the initial list is in, healthy while the last event was not an error.
 #[derive(Default)]
@@ -87,8 +85,8 @@ impl RecordIndex {
 #[derive(Clone)]
 pub struct Store {
     records: Reader<ConfigMap>,
-    secrets: Reader<Secret>,
-    pods: Reader<Pod>,
+    secrets: Reader<CachedSecret>,
+    pods: Reader<CachedPod>,
     index: Arc<RwLock<RecordIndex>>,
     views: Arc<Views>,
     /// When a watch last delivered a change (for the sweep: nothing changed, nothing to sweep).
@@ -110,32 +108,32 @@ impl Store {
         let views: Arc<Views> = Arc::default();
         let changed_at = Arc::new(Mutex::new(Instant::now()));
         let indexer = index.clone();
-        let records = spawn_reflector::<ConfigMap>(
+        let records = spawn_reflector::<ConfigMap, _>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_RECORD),
             (health.clone(), 0),
             (views.clone(), changed_at.clone()),
-            |_| {},
+            ConfigMap::clone,
             move |views, event| {
                 indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event);
                 mark_runtimes(views, event);
             },
         );
-        let secrets = spawn_reflector::<Secret>(
+        let secrets = spawn_reflector::<Secret, _>(
             Api::namespaced(client.clone(), namespace),
             selector(COMPONENT_SECRET),
             (health.clone(), 1),
             (views.clone(), changed_at.clone()),
-            strip_secret,
+            CachedSecret::of,
             mark_runtimes,
         );
         let mut readiness = observe_readiness(metrics);
-        let pods = spawn_reflector::<Pod>(
+        let pods = spawn_reflector::<Pod, _>(
             Api::namespaced(client, namespace),
             selector(COMPONENT_SANDBOX),
             (health.clone(), 2),
             (views.clone(), changed_at.clone()),
-            strip_pod,
+            CachedPod::of,
             move |views, event| {
                 readiness(event);
                 mark_runtimes(views, event);
@@ -187,20 +185,21 @@ impl Store {
         self.records.state()
     }
 
-    pub fn secrets(&self) -> Vec<Arc<Secret>> {
+    pub fn secrets(&self) -> Vec<Arc<CachedSecret>> {
         self.secrets.state()
     }
 
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
+    pub fn pods(&self) -> Vec<Arc<CachedPod>> {
         self.pods.state()
     }
 
-    pub fn secret(&self, name: &str) -> Option<Arc<Secret>> {
-        self.secrets.get(&ObjectRef::new(name).within(&self.namespace))
+    /// A Secret by name (the cached kinds are keyed by name alone: see [`super::cached`]).
+    pub fn secret(&self, name: &str) -> Option<Arc<CachedSecret>> {
+        self.secrets.get(&ObjectRef::new(name))
     }
 
-    pub fn pod(&self, name: &str) -> Option<Arc<Pod>> {
-        self.pods.get(&ObjectRef::new(name).within(&self.namespace))
+    pub fn pod(&self, name: &str) -> Option<Arc<CachedPod>> {
+        self.pods.get(&ObjectRef::new(name))
     }
 
     /// Complete once every watch has listed: before that a read would see some runtimes, or
@@ -252,66 +251,17 @@ fn mark_runtimes<K: Resource>(views: &mut ViewState, event: &watcher::Event<K>) 
     }
 }
 
-/// A Secret as reads need it: the session key, or a pool member's init key (the caller's
-/// environment, up to 512 KiB, stays in the API server; only the pod reads it).
-fn strip_secret(secret: &mut Secret) {
-    let member = secret.labels().contains_key(super::pool::LABEL_POOL);
-    if let Some(data) = secret.data.as_mut() {
-        data.retain(|key, _| key == SESSION_KEY || (member && key == super::pool::INIT_KEY));
-    }
-    secret.string_data = None;
-    secret.metadata.annotations = None;
-    secret.metadata.owner_references = None;
-}
-
-/// A pod as reads need it: metadata for names, labels and age, and the status fields
-/// [`super::status::observe`] classifies (no spec, no timestamps, no images).
-fn strip_pod(pod: &mut Pod) {
-    pod.spec = None;
-    let meta = &mut pod.metadata;
-    meta.owner_references = None;
-    meta.generate_name = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        // The claim time: the sweep removes a member claimed long ago by a replica that died.
-        annotations.retain(|key, _| {
-            key == ANNOTATION_CREATED_AT || key == super::pool::ANNOTATION_CLAIMED_AT
-        });
-    }
-    let Some(status) = pod.status.as_mut() else { return };
-    status.host_ip = None;
-    status.host_ips = None;
-    status.pod_ips = None;
-    status.start_time = None;
-    status.qos_class = None;
-    status.init_container_statuses = None;
-    status.ephemeral_container_statuses = None;
-    status.resize = None;
-    status.resource_claim_statuses = None;
-    for condition in status.conditions.iter_mut().flatten() {
-        condition.last_probe_time = None;
-        condition.last_transition_time = None;
-    }
-    for container in status.container_statuses.iter_mut().flatten() {
-        container.image = String::new();
-        container.image_id = String::new();
-        container.container_id = None;
-        container.allocated_resources = None;
-        container.resources = None;
-        container.volume_mounts = None;
-        container.user = None;
-    }
-}
-
-/// Watches one kind into a cache. Each event is applied to the cache and handed to `applied`
-/// under the views' lock, so a view refreshed after a read of the cache is never older than it.
-fn spawn_reflector<K>(
+/// Watches one kind into a cache of what `keep` takes of each object. Each event is applied to
+/// the cache and handed to `applied` (as it came) under the views' lock, so a view refreshed
+/// after a read of the cache is never older than it.
+fn spawn_reflector<K, C>(
     api: Api<K>,
     selector: String,
     (health, slot): (Arc<[(&'static str, WatchHealth); 3]>, usize),
     (views, changed_at): (Arc<Views>, Arc<Mutex<Instant>>),
-    strip: fn(&mut K),
+    keep: fn(&K) -> C,
     mut applied: impl FnMut(&mut ViewState, &watcher::Event<K>) + Send + 'static,
-) -> Reader<K>
+) -> Reader<C>
 where
     K: Resource<Scope = NamespaceResourceScope>
         + Clone
@@ -321,8 +271,10 @@ where
         + Sync
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    C: Lookup + Clone + Send + Sync + 'static,
+    C::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, mut writer) = reflector::store::<K>();
+    let (reader, mut writer) = reflector::store::<C>();
     let config = watcher::Config::default().labels(&selector);
     let ready = reader.clone();
     let sync_health = health.clone();
@@ -336,13 +288,11 @@ where
         watcher(api, config)
             .default_backoff()
             // managedFields are large and never read: dropping them keeps the cache small.
-            .modify(move |obj| {
-                obj.managed_fields_mut().clear();
-                strip(obj);
-            })
+            .modify(|obj| obj.managed_fields_mut().clear())
             .map_ok(move |event| {
+                let kept = kept(&event, keep);
                 let mut state = views.lock();
-                writer.apply_watcher_event(&event);
+                writer.apply_watcher_event(&kept);
                 applied(&mut state, &event);
                 if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
                     *changed_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -368,6 +318,17 @@ where
     reader
 }
 
+/// What the cache keeps of an event.
+fn kept<K, C>(event: &watcher::Event<K>, keep: fn(&K) -> C) -> watcher::Event<C> {
+    match event {
+        watcher::Event::Apply(obj) => watcher::Event::Apply(keep(obj)),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(keep(obj)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(keep(obj)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// Observes, once per pod, the time from its creation by this service (the `created-at`
 /// annotation, with sub-second precision) to the moment the watch shows it Ready.
 fn observe_readiness(metrics: Metrics) -> impl FnMut(&watcher::Event<Pod>) + Send + 'static {
@@ -385,11 +346,7 @@ fn observe_readiness(metrics: Metrics) -> impl FnMut(&watcher::Event<Pod>) + Sen
             }
             _ => return,
         };
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = super::status::is_ready(pod);
         // Pool members: ready long before any start claims them, so not timed.
         if pod.labels().contains_key(super::pool::LABEL_POOL_STATE) {
             return;
@@ -430,10 +387,10 @@ pub fn version_of<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().resource_version.as_deref()?.parse().ok()
 }
 
-/// Whether `cached` reflects at least `written` (resourceVersions are etcd revisions, comparable
-/// within one cluster although clients are told to treat them as opaque).
-pub fn caught_up<K: Resource>(cached: Option<&Arc<K>>, written: &K) -> bool {
-    match (cached.and_then(|c| version_of(c.as_ref())), version_of(written)) {
+/// Whether the cached resourceVersion reflects at least `written` (resourceVersions are etcd
+/// revisions, comparable within one cluster although clients are told to treat them as opaque).
+pub fn caught_up<K: Resource>(cached: Option<u64>, written: &K) -> bool {
+    match (cached, version_of(written)) {
         (Some(c), Some(w)) => c >= w,
         _ => false,
     }
@@ -450,24 +407,6 @@ mod tests {
         record.metadata.labels =
             Some([(LABEL_RUNTIME_ID.to_string(), runtime_id.to_string())].into());
         record
-    }
-
-    #[test]
-    fn the_cache_keeps_the_session_key_and_only_a_pool_members_init_key() {
-        let secret = |member: bool| {
-            let mut s = Secret::default();
-            let data = [SESSION_KEY, super::super::pool::INIT_KEY, "GITHUB_TOKEN"]
-                .map(|k| (k.to_string(), k8s_openapi::ByteString(b"v".to_vec())));
-            s.data = Some(data.into_iter().collect());
-            if member {
-                s.metadata.labels =
-                    Some([(super::super::pool::LABEL_POOL.to_string(), "p".into())].into());
-            }
-            strip_secret(&mut s);
-            s.data.unwrap().into_keys().collect::<Vec<_>>()
-        };
-        assert_eq!(secret(false), [SESSION_KEY]);
-        assert_eq!(secret(true), [super::super::pool::INIT_KEY, SESSION_KEY]);
     }
 
     #[test]

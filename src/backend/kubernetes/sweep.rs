@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::KubernetesBackend;
+use super::cached::Meta;
 use super::manifests::{self, SANDBOX_NETWORK_POLICY};
 use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
 use crate::runtime::{BackendError, BackendResult, SweepReport};
@@ -92,16 +92,14 @@ pub struct SweepPlan {
 /// `claims_expected` and `ingress_expected` say whether runtimes have those objects.
 pub fn plan(
     records: &[&ConfigMap],
-    objects: &[(Kind, &ObjectMeta)],
+    objects: &[(Kind, &Meta)],
     claims_expected: bool,
     ingress_expected: bool,
     grace: Duration,
     now: jiff::Timestamp,
 ) -> SweepPlan {
-    let old_enough = |meta: &ObjectMeta| {
-        meta.creation_timestamp
-            .as_ref()
-            .is_some_and(|t| now.duration_since(t.0).unsigned_abs() > grace)
+    let old_enough = |created: Option<jiff::Timestamp>| {
+        created.is_some_and(|t| now.duration_since(t).unsigned_abs() > grace)
     };
     let known: HashSet<&str> = records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
     // The one pod each readable record wants: none while paused, else its generation's.
@@ -113,7 +111,7 @@ pub fn plan(
             (i.runtime_id, pod)
         })
         .collect();
-    let unwanted = |kind: Kind, meta: &ObjectMeta| match runtime_id_of(meta) {
+    let unwanted = |kind: Kind, meta: &Meta| match meta.runtime_id.as_deref() {
         None => false,
         // A per-sandbox policy of an earlier version: the shared one replaced it.
         Some(_) if kind == Kind::NetworkPolicy => true,
@@ -122,20 +120,21 @@ pub fn plan(
             kind == Kind::Pod
                 && wanted_pods
                     .get(id)
-                    .is_some_and(|wanted| wanted.as_deref() != meta.name.as_deref())
+                    .is_some_and(|wanted| wanted.as_deref() != Some(meta.name.as_str()))
         }
     };
     let present: HashSet<(Kind, &str)> =
-        objects.iter().filter_map(|(kind, meta)| Some((*kind, meta.name.as_deref()?))).collect();
+        objects.iter().map(|(kind, meta)| (*kind, meta.name.as_str())).collect();
     let orphans = objects
         .iter()
-        .filter(|(_, meta)| meta.deletion_timestamp.is_none() && old_enough(meta))
+        .filter(|(_, meta)| !meta.deleting && old_enough(meta.created))
         .filter(|(kind, meta)| unwanted(*kind, meta))
-        .filter_map(|(kind, meta)| Some((*kind, meta.name.clone()?)))
+        .map(|(kind, meta)| (*kind, meta.name.clone()))
         .collect();
     let mut actions = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        if record.metadata.deletion_timestamp.is_some() || !old_enough(&record.metadata) {
+        let created = record.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        if record.metadata.deletion_timestamp.is_some() || !old_enough(created) {
             continue;
         }
         let Some(info) = RecordInfo::parse(record) else { continue };
@@ -184,19 +183,23 @@ impl KubernetesBackend {
         // Pool members are not orphans (unless claimed by a replica that died before its record).
         let now = jiff::Timestamp::now();
         let members = super::pool::protected(&pods, s.orphan_grace, now);
-        let mut objects: Vec<(Kind, &ObjectMeta)> = Vec::new();
-        objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.metadata)));
-        objects.extend(pods.iter().map(|o| (Kind::Pod, &o.metadata)));
-        objects.extend(services.iter().map(|o| (Kind::Service, &o.metadata)));
-        objects.extend(ingresses.iter().map(|o| (Kind::Ingress, &o.metadata)));
-        objects.extend(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)));
-        objects.extend(claims.iter().map(|o| (Kind::Claim, &o.metadata)));
+        let listed: Vec<(Kind, Meta)> = (services.iter().map(|o| (Kind::Service, &o.metadata)))
+            .chain(ingresses.iter().map(|o| (Kind::Ingress, &o.metadata)))
+            .chain(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)))
+            .chain(claims.iter().map(|o| (Kind::Claim, &o.metadata)))
+            .map(|(kind, meta)| (kind, Meta::of(meta)))
+            .collect();
+        let mut objects: Vec<(Kind, &Meta)> = Vec::new();
+        objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.meta)));
+        objects.extend(pods.iter().map(|o| (Kind::Pod, &o.meta)));
+        objects.extend(listed.iter().map(|(kind, meta)| (*kind, meta)));
         let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
         // (A member claimed moments ago whose record exists is that runtime's, swept as such.)
         let recorded: HashSet<&str> =
             records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
         objects.retain(|(_, meta)| {
-            runtime_id_of(meta).is_none_or(|id| !members.contains(id) || recorded.contains(id))
+            let id = meta.runtime_id.as_deref();
+            id.is_none_or(|id| !members.contains(id) || recorded.contains(id))
         });
         let ingress_expected = s.per_sandbox_ingress();
         let plan =
@@ -224,13 +227,13 @@ impl KubernetesBackend {
                 }
                 RecordAction::Repair(i) => {
                     let record = &records[i];
-                    let secret = runtime_id_of(&record.metadata)
-                        .and_then(|id| store.secret(&object_name(id)));
+                    let has_secret = runtime_id_of(&record.metadata)
+                        .is_some_and(|id| store.secret(&object_name(id)).is_some());
                     tracing::info!(
                         runtime_id = runtime_id_of(&record.metadata),
                         "recreating missing objects of a runtime"
                     );
-                    self.ensure_objects(record, secret.as_deref(), None).await?;
+                    self.ensure_objects(record, has_secret, None).await?;
                     writer.event(record, true, "Repaired", "recreated missing objects".into());
                     report.repaired += 1;
                 }
@@ -282,7 +285,7 @@ impl KubernetesBackend {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     use super::*;
     use crate::backend::kubernetes::record::{self, ANNOTATION_PAUSED, LABEL_RUNTIME_ID};
@@ -337,8 +340,13 @@ mod tests {
 
     fn run(records: &[ConfigMap], objects: &[(Kind, ObjectMeta)], claims: bool) -> SweepPlan {
         let records: Vec<&ConfigMap> = records.iter().collect();
-        let objects: Vec<(Kind, &ObjectMeta)> = objects.iter().map(|(k, m)| (*k, m)).collect();
+        let metas = summaries(objects);
+        let objects: Vec<(Kind, &Meta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
         plan(&records, &objects, claims, true, GRACE, now())
+    }
+
+    fn summaries(objects: &[(Kind, ObjectMeta)]) -> Vec<(Kind, Meta)> {
+        objects.iter().map(|(k, m)| (*k, Meta::of(m))).collect()
     }
 
     #[test]
@@ -392,7 +400,8 @@ mod tests {
             complete("g", 600, false).into_iter().filter(|(k, _)| *k != Kind::Ingress).collect();
         let records = [record("g", 600, false)];
         let refs: Vec<&ConfigMap> = records.iter().collect();
-        let metas: Vec<(Kind, &ObjectMeta)> = objects.iter().map(|(k, m)| (*k, m)).collect();
+        let metas = summaries(&objects);
+        let metas: Vec<(Kind, &Meta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
         assert!(plan(&refs, &metas, false, false, GRACE, now()).records.is_empty());
         assert_eq!(run(&records, &objects, false).records, [RecordAction::Repair(0)]);
     }
