@@ -1,8 +1,9 @@
-//! What the caches keep of a sandbox pod and of a runtime's Secret: the few facts reads, the
-//! pools and the sweep use, taken from each watch event as it arrives. A whole `Pod` costs about
-//! 3 KB in memory even stripped (its inline spec, a B-tree node per label map, an allocation per
-//! key); these entries cost a few hundred bytes, and a pod's status is classified once per event
-//! instead of once per read.
+//! What the caches keep of a runtime's record, its Secret and its sandbox pod: the few facts
+//! reads, the pools and the sweep use, taken from each watch event as it arrives. A whole `Pod`
+//! costs about 3 KB in memory even stripped (its inline spec, a B-tree node per label map, an
+//! allocation per key); these entries cost a few hundred bytes, and the work of reading an
+//! object (a pod's status classified, a record's spec parsed) is done once per event instead of
+//! once per read.
 //!
 //! The reflector stores keep them through [`Lookup`]. Their keys carry the name only: every
 //! object of a store is in the service's namespace, and a key's copy of the uid and
@@ -11,14 +12,14 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::runtime::reflector::Lookup;
 
 use super::pool::{
     ANNOTATION_CLAIMED_AT, INIT_KEY, LABEL_POOL, LABEL_POOL_SHAPE, LABEL_POOL_STATE, STATE_CLAIMED,
 };
-use super::record::runtime_id_of;
+use super::record::{ANNOTATION_LAST_ACTIVITY, RecordInfo, runtime_id_of};
 use super::status::{self, Observed};
 
 /// The key of a runtime's Secret that reads use.
@@ -53,6 +54,57 @@ impl Meta {
     /// (see [`super::store::caught_up`]).
     pub fn version(&self) -> Option<u64> {
         self.resource_version.parse().ok()
+    }
+}
+
+/// A runtime's record as the cache keeps it: read once per change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedRecord {
+    pub meta: Meta,
+    /// What it says; `None` for a record this service cannot read (written by something else,
+    /// or by an incompatible version): its runtime id still protects its objects from the sweep.
+    pub info: Option<RecordInfo>,
+    /// The gateway's last request to the runtime.
+    pub last_activity: Option<jiff::Timestamp>,
+}
+
+impl CachedRecord {
+    pub fn of(record: &ConfigMap) -> CachedRecord {
+        CachedRecord {
+            meta: Meta::of(&record.metadata),
+            info: RecordInfo::parse(record),
+            last_activity: record
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_LAST_ACTIVITY))
+                .and_then(|t| t.parse().ok()),
+        }
+    }
+
+    /// The owner reference every child object carries, pointing at this record.
+    pub fn owner_reference(&self) -> Option<OwnerReference> {
+        (!self.meta.uid.is_empty()).then(|| OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: self.meta.name.clone(),
+            uid: self.meta.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        })
+    }
+
+    /// The record as the object of a Kubernetes Event.
+    pub fn object_reference(&self, namespace: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            name: Some(self.meta.name.clone()),
+            namespace: Some(namespace.to_string()),
+            uid: Some(self.meta.uid.clone()),
+            resource_version: Some(self.meta.resource_version.clone()),
+            ..Default::default()
+        }
     }
 }
 
@@ -165,6 +217,7 @@ macro_rules! lookup {
     };
 }
 
+lookup!(CachedRecord, "ConfigMap", "configmaps");
 lookup!(CachedPod, "Pod", "pods");
 lookup!(CachedSecret, "Secret", "secrets");
 
@@ -249,6 +302,37 @@ mod tests {
         );
         let member = secret(true);
         assert_eq!(member.init_key.as_deref(), Some("OH_SECRET_KEY-v"));
+    }
+
+    #[test]
+    fn a_record_is_read_once_and_knows_its_references() {
+        let spec = crate::runtime::RuntimeSpec::new("session-1", "img");
+        let mut record = super::super::record::record("ns", "r1", "h1", &spec, "t0");
+        record.metadata.uid = Some("u1".into());
+        record.metadata.resource_version = Some("9".into());
+        let annotations = record.metadata.annotations.as_mut().unwrap();
+        annotations.insert(ANNOTATION_LAST_ACTIVITY.into(), "2026-11-30T10:00:00Z".into());
+        let cached = CachedRecord::of(&record);
+        assert_eq!(cached.info, RecordInfo::parse(&record));
+        assert_eq!(cached.info.as_ref().map(|i| i.session_id.as_str()), Some("session-1"));
+        assert_eq!(cached.last_activity, Some("2026-11-30T10:00:00Z".parse().unwrap()));
+        let owner = cached.owner_reference().unwrap();
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("ConfigMap", "oh-session-h1", "u1")
+        );
+        let reference = cached.object_reference("ns");
+        assert_eq!(
+            (reference.namespace.as_deref(), reference.uid.as_deref(), reference.kind.as_deref()),
+            (Some("ns"), Some("u1"), Some("ConfigMap"))
+        );
+        // Not created yet (no uid): nothing can be owned by it.
+        record.metadata.uid = None;
+        assert_eq!(CachedRecord::of(&record).owner_reference(), None);
+        // Unreadable: kept, with its runtime id, for the sweep.
+        record.data = None;
+        let unreadable = CachedRecord::of(&record);
+        assert_eq!((unreadable.info, unreadable.meta.runtime_id.as_deref()), (None, Some("r1")));
     }
 
     #[test]

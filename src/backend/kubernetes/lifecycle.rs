@@ -14,11 +14,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use serde_json::json;
 
+use super::cached::CachedRecord;
 use super::manifests::{self, Identity};
 use super::record::{
     self, ANNOTATION_COMPLETED_AT, ANNOTATION_GENERATION, ANNOTATION_GENERATION_AT,
     ANNOTATION_PAUSE_REASON, ANNOTATION_PAUSED, ANNOTATION_PAUSED_AT, RecordInfo, claim_name,
-    object_name, pod_name, runtime_id_of,
+    object_name, pod_name,
 };
 use super::status;
 use super::store;
@@ -40,17 +41,22 @@ fn malformed() -> BackendError {
     BackendError::internal("malformed runtime record")
 }
 
+/// What a record says, or the error of a record this service cannot read.
+fn info_of(record: &CachedRecord) -> BackendResult<&RecordInfo> {
+    record.info.as_ref().ok_or_else(malformed)
+}
+
 /// What the children of a record need: its contents and the owner reference pointing at it.
-fn owned_by(record: &ConfigMap) -> BackendResult<(RecordInfo, OwnerReference)> {
-    let info = RecordInfo::parse(record).ok_or_else(malformed)?;
-    let owner = record::owner_reference(record)
+fn owned_by(record: &CachedRecord) -> BackendResult<(&RecordInfo, OwnerReference)> {
+    let owner = record
+        .owner_reference()
         .ok_or_else(|| BackendError::internal("the runtime record has no uid"))?;
-    Ok((info, owner))
+    Ok((info_of(record)?, owner))
 }
 
 /// A cached record as lifecycle decisions see it.
 struct Current {
-    record: Arc<ConfigMap>,
+    record: Arc<CachedRecord>,
     info: RecordInfo,
     known: Known,
     view: Runtime,
@@ -58,11 +64,11 @@ struct Current {
 
 impl KubernetesBackend {
     /// What the cache says of a record: its contents, what the plans need, what clients see.
-    fn current(&self, record: Arc<ConfigMap>) -> BackendResult<Current> {
-        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
+    fn current(&self, record: Arc<CachedRecord>) -> BackendResult<Current> {
+        let info = info_of(&record)?.clone();
         let view = self.view(&record).ok_or_else(malformed)?;
         let known = Known {
-            being_removed: record.metadata.deletion_timestamp.is_some(),
+            being_removed: record.meta.deleting,
             has_credentials: self.inner.store.secret(&object_name(&info.runtime_id)).is_some(),
             paused: info.paused,
             status: view.status,
@@ -88,8 +94,8 @@ impl KubernetesBackend {
     }
 
     /// The runtime object as clients see it, from a record and the cache.
-    pub(super) fn view(&self, record: &ConfigMap) -> Option<Runtime> {
-        let info = RecordInfo::parse(record)?;
+    pub(super) fn view(&self, record: &CachedRecord) -> Option<Runtime> {
+        let info = record.info.as_ref()?;
         let s = &self.inner.settings;
         let secret = self.inner.store.secret(&object_name(&info.runtime_id));
         let session_api_key = secret.and_then(|s| s.session_key.clone()).unwrap_or_default();
@@ -98,15 +104,15 @@ impl KubernetesBackend {
         if info.paused {
             observed.detail = info.pause_reason.clone();
         }
-        if record.metadata.deletion_timestamp.is_some() {
+        if record.meta.deleting {
             observed.status = Status::Stopped;
             observed.pod_status = PodStatus::NotFound;
             observed.detail = Some("the runtime is being stopped".into());
         }
         let urls = manifests::urls(s, &info.runtime_id);
         Some(Runtime {
-            runtime_id: info.runtime_id,
-            session_id: info.session_id,
+            runtime_id: info.runtime_id.clone(),
+            session_id: info.session_id.clone(),
             url: urls.url,
             session_api_key,
             status: observed.status,
@@ -116,8 +122,8 @@ impl KubernetesBackend {
             restart_count: observed.restart_count,
             restart_reasons: observed.restart_reasons,
             status_detail: observed.detail,
-            created_at: info.created_at,
-            image: info.spec.image,
+            created_at: info.created_at.clone(),
+            image: info.spec.image.clone(),
             resource_factor: info.spec.resource_factor,
         })
     }
@@ -135,18 +141,18 @@ impl KubernetesBackend {
     }
 
     /// The cached record of a runtime that is not being stopped.
-    fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<ConfigMap>> {
+    fn live_record(&self, runtime_id: &str) -> BackendResult<Arc<CachedRecord>> {
         self.inner
             .store
             .record_for_runtime(runtime_id)
-            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter(|r| !r.meta.deleting)
             .ok_or_else(|| BackendError::runtime_not_found(runtime_id))
     }
 
     /// Creates every object of a runtime that its record implies; existing ones are left alone.
     pub(super) async fn ensure_objects(
         &self,
-        record: &ConfigMap,
+        record: &CachedRecord,
         has_secret: bool,
         create_secret: Option<(&str, &BTreeMap<String, String>)>,
     ) -> BackendResult<()> {
@@ -163,7 +169,7 @@ impl KubernetesBackend {
         }
         self.ensure_routing(&id).await?;
         if !info.paused {
-            self.create_pod(&info, id).await?;
+            self.create_pod(info, id).await?;
         }
         Ok(())
     }
@@ -201,13 +207,15 @@ impl KubernetesBackend {
     }
 
     /// Waits until the cache holds `record` at least as new as written, and its Secret.
-    pub(super) async fn await_cached(&self, written: &ConfigMap) {
-        let name = written.name_any();
-        let secret_name = runtime_id_of(&written.metadata).map(object_name);
+    pub(super) async fn await_cached(&self, written: &CachedRecord) {
+        let name = &written.meta.name;
+        let secret_name = written.meta.runtime_id.as_deref().map(object_name);
         let store = &self.inner.store;
         let caught_up = store::wait_until(CACHE_CATCH_UP, || {
-            store::caught_up(store.record(&name).and_then(|r| store::version_of(&*r)), written)
-                && secret_name.as_ref().is_none_or(|s| store.secret(s).is_some())
+            store::caught_up(
+                store.record(name).and_then(|r| r.meta.version()),
+                written.meta.version(),
+            ) && secret_name.as_ref().is_none_or(|s| store.secret(s).is_some())
         })
         .await;
         if !caught_up {
@@ -243,7 +251,7 @@ impl KubernetesBackend {
         let created_at = jiff::Timestamp::now().to_string();
         let record = record::record(&s.namespace, &runtime_id, session_hash, &spec, &created_at);
         let created = match self.writer().create_record(&record).await? {
-            Created::New(created) => created,
+            Created::New(created) => CachedRecord::of(&created),
             Created::AlreadyExists => return self.existing_after_conflict(&record, &spec).await,
         };
         tracing::info!(runtime_id = %runtime_id, session_id = %spec.session_id, "runtime record created");
@@ -265,8 +273,8 @@ impl KubernetesBackend {
     /// Removes a runtime whose creation failed, so the failed `/start` leaves nothing behind and
     /// nothing in `/list`. Best effort: what cannot be deleted now (the API server is down) is
     /// the orphan sweep's, since a record without its Secret is removed there.
-    pub(super) async fn roll_back(&self, record: &ConfigMap, cause: &BackendError) {
-        let Some(runtime_id) = runtime_id_of(&record.metadata) else { return };
+    pub(super) async fn roll_back(&self, record: &CachedRecord, cause: &BackendError) {
+        let Some(runtime_id) = record.meta.runtime_id.as_deref() else { return };
         tracing::warn!(runtime_id, error = %cause.chain(), "start failed; removing what it created");
         if let Err(e) = self.delete_runtime(record, runtime_id).await {
             tracing::warn!(runtime_id, error = %e.chain(), "could not remove a failed start; the orphan sweep will");
@@ -275,25 +283,22 @@ impl KubernetesBackend {
 
     /// Deletes the record and then every object it owns, explicitly (garbage collection would
     /// get there too, but later and not when it is off), and waits for the cache to drop it.
-    async fn delete_runtime(&self, record: &ConfigMap, runtime_id: &str) -> BackendResult<()> {
-        self.writer().delete::<ConfigMap>("runtime record", &record.name_any()).await?;
+    async fn delete_runtime(&self, record: &CachedRecord, runtime_id: &str) -> BackendResult<()> {
+        self.writer().delete::<ConfigMap>("runtime record", &record.meta.name).await?;
         self.delete_owned(record, runtime_id).await
     }
 
     /// Removes a runtime whose Secret the sweep found missing, unless its record changed since
     /// that snapshot: a start completing it touches the record before it creates the Secret, so
     /// the sweep never removes a runtime a client was just given. `false` when it was spared.
-    pub(super) async fn remove_lost(&self, record: &ConfigMap) -> BackendResult<bool> {
-        let (Some(runtime_id), Some(version)) =
-            (runtime_id_of(&record.metadata), record.metadata.resource_version.as_deref())
-        else {
-            return Ok(false);
-        };
+    pub(super) async fn remove_lost(&self, record: &CachedRecord) -> BackendResult<bool> {
+        let Some(runtime_id) = record.meta.runtime_id.as_deref() else { return Ok(false) };
+        let version = &record.meta.resource_version;
         // The cache's Secrets may be a moment behind its records: ask the API server.
         if self.writer().get_secret(&object_name(runtime_id)).await?.is_some() {
             return Ok(false);
         }
-        if !self.writer().delete_record_at(&record.name_any(), version).await? {
+        if !self.writer().delete_record_at(&record.meta.name, version).await? {
             return Ok(false);
         }
         self.delete_owned(record, runtime_id).await?;
@@ -302,8 +307,8 @@ impl KubernetesBackend {
 
     /// Everything a runtime owns, once its record is gone (from now on its session starts
     /// afresh); then waits until the cache no longer shows the record.
-    async fn delete_owned(&self, record: &ConfigMap, runtime_id: &str) -> BackendResult<()> {
-        let name = record.name_any();
+    async fn delete_owned(&self, record: &CachedRecord, runtime_id: &str) -> BackendResult<()> {
+        let name = &record.meta.name;
         let object = object_name(runtime_id);
         self.writer().delete_pods(runtime_id).await?;
         self.writer().delete::<Ingress>("ingress", &object).await?;
@@ -314,9 +319,9 @@ impl KubernetesBackend {
                 .delete::<PersistentVolumeClaim>("workspace claim", &claim_name(runtime_id))
                 .await?;
         }
-        let uid = record.metadata.uid.clone();
+        let uid = &record.meta.uid;
         store::wait_until(CACHE_CATCH_UP, || {
-            self.inner.store.record(&name).is_none_or(|r| r.metadata.uid != uid)
+            self.inner.store.record(name).is_none_or(|r| &r.meta.uid != uid)
         })
         .await;
         Ok(())
@@ -331,8 +336,8 @@ impl KubernetesBackend {
         record: &ConfigMap,
         spec: &RuntimeSpec,
     ) -> BackendResult<Runtime> {
-        let existing = self.writer().get_record(&record.name_any()).await?;
-        if existing.metadata.deletion_timestamp.is_some() {
+        let existing = CachedRecord::of(&self.writer().get_record(&record.name_any()).await?);
+        if existing.meta.deleting {
             self.await_cached(&existing).await;
             return self.view(&existing).ok_or_else(malformed);
         }
@@ -344,19 +349,19 @@ impl KubernetesBackend {
     /// caller answers with the stored key. A failure removes the runtime, as a failed start does.
     async fn complete_creation(
         &self,
-        record: &ConfigMap,
+        record: &CachedRecord,
         spec: &RuntimeSpec,
     ) -> BackendResult<Runtime> {
-        let runtime_id = runtime_id_of(&record.metadata).unwrap_or_default();
+        let runtime_id = record.meta.runtime_id.as_deref().unwrap_or_default();
         tracing::info!(runtime_id, "completing a runtime another start created");
         // Touched first: the sweep removes a record without a Secret only while the record is
         // as it saw it (see `remove_lost`); if the sweep removed it already, start afresh.
         let touch = json!({"metadata": {"annotations": {
             ANNOTATION_COMPLETED_AT: jiff::Timestamp::now().to_string(),
         }}});
-        let name = record.name_any();
-        let touched = self.writer().patch_if::<ConfigMap>("runtime record", &name, touch).await?;
-        let Some(record) = &touched else {
+        let touched =
+            self.writer().patch_if::<ConfigMap>("runtime record", &record.meta.name, touch);
+        let Some(record) = &touched.await?.map(|r| CachedRecord::of(&r)) else {
             let session_hash = ids::session_hash(&spec.session_id);
             // Boxed: a fresh start may meet a conflict and complete again.
             return Box::pin(self.create_fresh(spec.clone(), &session_hash)).await;
@@ -383,9 +388,8 @@ impl Backend for KubernetesBackend {
         match (plan_start(existing.as_ref().map(|c| &c.known)), existing) {
             (StartPlan::Create, _) | (_, None) => self.create_fresh(spec, &session_hash).await,
             (StartPlan::AwaitRemovalThenCreate, Some(c)) => {
-                let name = c.record.name_any();
-                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(&name).is_none())
-                    .await;
+                let name = &c.record.meta.name;
+                store::wait_until(CACHE_CATCH_UP, || self.inner.store.record(name).is_none()).await;
                 self.create_fresh(spec, &session_hash).await
             }
             (StartPlan::CompleteCreation, Some(c)) => {
@@ -438,14 +442,14 @@ impl Backend for KubernetesBackend {
 
     async fn pause(&self, runtime_id: &str, reason: Option<&str>) -> BackendResult<Runtime> {
         let record = self.live_record(runtime_id)?;
-        let info = RecordInfo::parse(&record).ok_or_else(malformed)?;
+        let info = info_of(&record)?;
         let patched = if info.paused {
             (*record).clone()
         } else {
             let patched = self
                 .writer()
                 .patch_record(
-                    &record.name_any(),
+                    &record.meta.name,
                     json!({
                         ANNOTATION_PAUSED: "true",
                         ANNOTATION_PAUSED_AT: jiff::Timestamp::now().to_string(),
@@ -453,6 +457,7 @@ impl Backend for KubernetesBackend {
                     }),
                 )
                 .await?;
+            let patched = CachedRecord::of(&patched);
             self.writer().event(
                 &patched,
                 false,
@@ -500,7 +505,7 @@ impl Backend for KubernetesBackend {
                 ResumePlan::Relaunch => {}
             }
             first_generation.get_or_insert(info.generation);
-            let version = record.metadata.resource_version.clone().unwrap_or_default();
+            let version = &record.meta.resource_version;
             let annotations = json!({
                 ANNOTATION_PAUSED: "false",
                 ANNOTATION_GENERATION: (info.generation + 1).to_string(),
@@ -508,14 +513,14 @@ impl Backend for KubernetesBackend {
                 ANNOTATION_PAUSED_AT: null,
                 ANNOTATION_PAUSE_REASON: null,
             });
-            let name = record.name_any();
-            match self.writer().patch_record_at(&name, &version, annotations).await? {
-                Some(patched) => break (patched, info),
+            let name = &record.meta.name;
+            match self.writer().patch_record_at(name, version, annotations).await? {
+                Some(patched) => break (CachedRecord::of(&patched), info),
                 None if attempts < 5 => {
                     attempts += 1;
                     // Someone changed the record since the cache saw it: catch up and decide again.
-                    let fresh = self.writer().get_record(&name).await?;
-                    self.await_cached(&fresh).await;
+                    let fresh = self.writer().get_record(name).await?;
+                    self.await_cached(&CachedRecord::of(&fresh)).await;
                 }
                 None => {
                     return Err(BackendError::conflict(format!(
@@ -553,11 +558,11 @@ impl Backend for KubernetesBackend {
             session_hash: &patched_info.session_hash,
             owner,
         };
-        self.create_pod(&patched_info, id).await?;
+        self.create_pod(patched_info, id).await?;
         if let Some(written) = rotated {
             store::wait_until(CACHE_CATCH_UP, || {
                 let cached = self.inner.store.secret(&secret_name);
-                store::caught_up(cached.and_then(|s| s.meta.version()), &written)
+                store::caught_up(cached.and_then(|s| s.meta.version()), store::version_of(&written))
             })
             .await;
         }
@@ -624,21 +629,18 @@ impl Backend for KubernetesBackend {
             .store
             .records()
             .iter()
-            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter(|r| !r.meta.deleting)
             .filter_map(|r| {
-                let info = RecordInfo::parse(r)?;
+                let info = r.info.as_ref()?;
                 // The pod's address, as the gateway reaches it; else the runtime's Service (DNS
                 // inside the cluster).
-                let agent_url = match self.pod_address(&info) {
+                let agent_url = match self.pod_address(info) {
                     Some(ip) => format!("http://{}", std::net::SocketAddr::new(ip, s.ports.agent)),
                     None => agent_url(s, &info.runtime_id),
                 };
                 let paused_for = info.paused_at.map(|t| now.duration_since(t).unsigned_abs());
                 let mut candidate = Candidate::from_view(self.view(r)?, paused_for, agent_url);
-                candidate.last_activity = r
-                    .annotations()
-                    .get(record::ANNOTATION_LAST_ACTIVITY)
-                    .and_then(|t| t.parse().ok());
+                candidate.last_activity = r.last_activity;
                 Some(candidate)
             })
             .collect())
@@ -646,12 +648,11 @@ impl Backend for KubernetesBackend {
 
     fn route(&self, runtime_id: &str) -> Option<RouteTarget> {
         let record = self.inner.store.record_for_runtime(runtime_id)?;
-        let info = RecordInfo::parse(&record)?;
         let view = self.view(&record)?;
         Some(RouteTarget {
             status: view.status,
             status_detail: view.status_detail,
-            address: self.pod_address(&info),
+            address: self.pod_address(record.info.as_ref()?),
             ports: self.inner.settings.ports,
         })
     }
@@ -659,7 +660,7 @@ impl Backend for KubernetesBackend {
     async fn record_activity(&self, runtime_id: &str, at: jiff::Timestamp) -> BackendResult<()> {
         let record = self.live_record(runtime_id)?;
         let annotations = json!({ record::ANNOTATION_LAST_ACTIVITY: at.to_string() });
-        self.writer().patch_record(&record.name_any(), annotations).await.map(|_| ())
+        self.writer().patch_record(&record.meta.name, annotations).await.map(|_| ())
     }
 
     /// See [`KubernetesBackend::sweep_once`].

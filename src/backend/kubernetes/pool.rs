@@ -20,13 +20,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::KubernetesBackend;
-use super::cached::CachedPod;
+use super::cached::{CachedPod, CachedRecord};
 use super::lifecycle::CACHE_CATCH_UP;
 use super::manifests::{self, Identity};
 use super::record::{self, COMPONENT_SECRET, LABEL_SESSION_HASH, claim_name, object_name};
@@ -438,7 +438,7 @@ impl KubernetesBackend {
             record::record(&s.namespace, &m.runtime_id, session_hash, spec, &created_at);
         record.annotations_mut().insert(ANNOTATION_WARM_POOL.into(), pool.name.clone());
         let created = match self.writer().create_record(&record).await.map_err(failed)? {
-            Created::New(created) => created,
+            Created::New(created) => CachedRecord::of(&created),
             Created::AlreadyExists => return Err(Served::Conflict),
         };
         match self.adopt(&created, m, &session_key, spec).await {
@@ -459,16 +459,18 @@ impl KubernetesBackend {
     /// still the one initialised), then the Service and routing a cold start has.
     async fn adopt(
         &self,
-        created: &ConfigMap,
+        created: &CachedRecord,
         m: &Member,
         session_key: &str,
         spec: &RuntimeSpec,
     ) -> Result<Runtime, String> {
         let s = &self.inner.settings;
         let text = |e: crate::runtime::BackendError| e.chain().to_string();
-        let owner = record::owner_reference(created).ok_or("the record has no uid")?;
-        let session_hash = record::RecordInfo::parse(created)
-            .map(|i| i.session_hash)
+        let owner = created.owner_reference().ok_or("the record has no uid")?;
+        let session_hash = created
+            .info
+            .as_ref()
+            .map(|i| i.session_hash.clone())
             .ok_or("malformed runtime record")?;
         let id = Identity { runtime_id: &m.runtime_id, session_hash: &session_hash, owner };
         let session_secret = manifests::secret(s, &id, session_key, &spec.environment);
@@ -517,7 +519,8 @@ impl KubernetesBackend {
         );
         let store = &self.inner.store;
         store::wait_until(CACHE_CATCH_UP, || {
-            store::caught_up(store.secret(&secret_name).and_then(|s| s.meta.version()), &written)
+            let cached = store.secret(&secret_name).and_then(|s| s.meta.version());
+            store::caught_up(cached, store::version_of(&written))
         })
         .await;
         self.await_cached(created).await;

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::runtime::RuntimeSpec;
 #[cfg(doc)]
@@ -102,18 +102,6 @@ pub fn managed_selector(component: Option<&str>) -> String {
         Some(component) => format!("{all},{LABEL_COMPONENT}={component}"),
         None => all,
     }
-}
-
-/// The owner reference every child object carries, pointing at the runtime's record.
-pub fn owner_reference(record: &ConfigMap) -> Option<OwnerReference> {
-    Some(OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: record.metadata.name.clone()?,
-        uid: record.metadata.uid.clone()?,
-        controller: Some(true),
-        block_owner_deletion: None,
-    })
 }
 
 /// The record: the spec as started (environment values live in the Secret), the raw session id,

@@ -20,7 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::cached::{CachedPod, CachedSecret};
+use super::cached::{CachedPod, CachedRecord, CachedSecret};
 use super::record::{
     ANNOTATION_CREATED_AT, COMPONENT_RECORD, COMPONENT_SANDBOX, COMPONENT_SECRET, managed_selector,
     record_name, runtime_id_of,
@@ -84,14 +84,13 @@ impl RecordIndex {
 
 #[derive(Clone)]
 pub struct Store {
-    records: Reader<ConfigMap>,
+    records: Reader<CachedRecord>,
     secrets: Reader<CachedSecret>,
     pods: Reader<CachedPod>,
     index: Arc<RwLock<RecordIndex>>,
     views: Arc<Views>,
     /// When a watch last delivered a change (for the sweep: nothing changed, nothing to sweep).
     changed_at: Arc<Mutex<Instant>>,
-    namespace: String,
     health: Arc<[(&'static str, WatchHealth); 3]>,
 }
 
@@ -113,7 +112,7 @@ impl Store {
             selector(COMPONENT_RECORD),
             (health.clone(), 0),
             (views.clone(), changed_at.clone()),
-            ConfigMap::clone,
+            CachedRecord::of,
             move |views, event| {
                 indexer.write().unwrap_or_else(|p| p.into_inner()).apply(event);
                 mark_runtimes(views, event);
@@ -139,8 +138,7 @@ impl Store {
                 mark_runtimes(views, event);
             },
         );
-        let namespace = namespace.to_string();
-        Store { records, secrets, pods, index, views, changed_at, namespace, health }
+        Store { records, secrets, pods, index, views, changed_at, health }
     }
 
     /// The per-runtime views `/list` and the gauges read (see [`Views`]).
@@ -160,28 +158,28 @@ impl Store {
     }
 
     /// A record by its name.
-    pub fn record(&self, name: &str) -> Option<Arc<ConfigMap>> {
-        self.records.get(&ObjectRef::new(name).within(&self.namespace))
+    pub fn record(&self, name: &str) -> Option<Arc<CachedRecord>> {
+        self.records.get(&ObjectRef::new(name))
     }
 
     /// The record of a session (records are named after the session hash).
-    pub fn record_for_session(&self, session_hash: &str) -> Option<Arc<ConfigMap>> {
+    pub fn record_for_session(&self, session_hash: &str) -> Option<Arc<CachedRecord>> {
         self.record(&record_name(session_hash))
     }
 
     /// The record of a runtime id, through the index.
-    pub fn record_for_runtime(&self, runtime_id: &str) -> Option<Arc<ConfigMap>> {
+    pub fn record_for_runtime(&self, runtime_id: &str) -> Option<Arc<CachedRecord>> {
         let name = self
             .index
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .record_name(runtime_id)?
             .to_string();
-        self.record(&name).filter(|r| runtime_id_of(&r.metadata) == Some(runtime_id))
+        self.record(&name).filter(|r| r.meta.runtime_id.as_deref() == Some(runtime_id))
     }
 
     /// Every cached record, secret and pod (for maintenance).
-    pub fn records(&self) -> Vec<Arc<ConfigMap>> {
+    pub fn records(&self) -> Vec<Arc<CachedRecord>> {
         self.records.state()
     }
 
@@ -193,7 +191,7 @@ impl Store {
         self.pods.state()
     }
 
-    /// A Secret by name (the cached kinds are keyed by name alone: see [`super::cached`]).
+    /// A Secret by name (the caches are keyed by name alone: see [`super::cached`]).
     pub fn secret(&self, name: &str) -> Option<Arc<CachedSecret>> {
         self.secrets.get(&ObjectRef::new(name))
     }
@@ -389,8 +387,8 @@ pub fn version_of<K: Resource>(obj: &K) -> Option<u64> {
 
 /// Whether the cached resourceVersion reflects at least `written` (resourceVersions are etcd
 /// revisions, comparable within one cluster although clients are told to treat them as opaque).
-pub fn caught_up<K: Resource>(cached: Option<u64>, written: &K) -> bool {
-    match (cached, version_of(written)) {
+pub fn caught_up(cached: Option<u64>, written: Option<u64>) -> bool {
+    match (cached, written) {
         (Some(c), Some(w)) => c >= w,
         _ => false,
     }

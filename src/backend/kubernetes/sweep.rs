@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 
 use super::KubernetesBackend;
-use super::cached::Meta;
+use super::cached::{CachedRecord, Meta};
 use super::manifests::{self, SANDBOX_NETWORK_POLICY};
-use super::record::{RecordInfo, claim_name, object_name, pod_name, runtime_id_of};
+use super::record::{claim_name, object_name, pod_name};
 use crate::runtime::{BackendError, BackendResult, SweepReport};
 
 /// An idle replica still sweeps every this many maintenance intervals.
@@ -91,7 +91,7 @@ pub struct SweepPlan {
 /// (and records) younger than `grace` may belong to a start in flight and are left alone;
 /// `claims_expected` and `ingress_expected` say whether runtimes have those objects.
 pub fn plan(
-    records: &[&ConfigMap],
+    records: &[&CachedRecord],
     objects: &[(Kind, &Meta)],
     claims_expected: bool,
     ingress_expected: bool,
@@ -101,14 +101,15 @@ pub fn plan(
     let old_enough = |created: Option<jiff::Timestamp>| {
         created.is_some_and(|t| now.duration_since(t).unsigned_abs() > grace)
     };
-    let known: HashSet<&str> = records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+    let known: HashSet<&str> =
+        records.iter().filter_map(|r| r.meta.runtime_id.as_deref()).collect();
     // The one pod each readable record wants: none while paused, else its generation's.
-    let wanted_pods: HashMap<String, Option<String>> = records
+    let wanted_pods: HashMap<&str, Option<String>> = records
         .iter()
-        .filter_map(|r| RecordInfo::parse(r))
+        .filter_map(|r| r.info.as_ref())
         .map(|i| {
             let pod = (!i.paused).then(|| pod_name(&i.runtime_id, i.generation));
-            (i.runtime_id, pod)
+            (i.runtime_id.as_str(), pod)
         })
         .collect();
     let unwanted = |kind: Kind, meta: &Meta| match meta.runtime_id.as_deref() {
@@ -133,15 +134,14 @@ pub fn plan(
         .collect();
     let mut actions = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let created = record.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        if record.metadata.deletion_timestamp.is_some() || !old_enough(created) {
+        if record.meta.deleting || !old_enough(record.meta.created) {
             continue;
         }
-        let Some(info) = RecordInfo::parse(record) else { continue };
+        let Some(info) = &record.info else { continue };
         let has = |kind: Kind, name: &str| present.contains(&(kind, name));
         let object = object_name(&info.runtime_id);
         if !has(Kind::Secret, &object) {
-            actions.push(RecordAction::RemoveLostSecret(info.runtime_id));
+            actions.push(RecordAction::RemoveLostSecret(info.runtime_id.clone()));
             continue;
         }
         let missing = (!info.paused
@@ -193,10 +193,10 @@ impl KubernetesBackend {
         objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.meta)));
         objects.extend(pods.iter().map(|o| (Kind::Pod, &o.meta)));
         objects.extend(listed.iter().map(|(kind, meta)| (*kind, meta)));
-        let record_refs: Vec<&ConfigMap> = records.iter().map(Arc::as_ref).collect();
+        let record_refs: Vec<&CachedRecord> = records.iter().map(Arc::as_ref).collect();
         // (A member claimed moments ago whose record exists is that runtime's, swept as such.)
         let recorded: HashSet<&str> =
-            records.iter().filter_map(|r| runtime_id_of(&r.metadata)).collect();
+            records.iter().filter_map(|r| r.meta.runtime_id.as_deref()).collect();
         objects.retain(|(_, meta)| {
             let id = meta.runtime_id.as_deref();
             id.is_none_or(|id| !members.contains(id) || recorded.contains(id))
@@ -216,8 +216,9 @@ impl KubernetesBackend {
         for action in plan.records {
             match action {
                 RecordAction::RemoveLostSecret(runtime_id) => {
-                    let record =
-                        records.iter().find(|r| runtime_id_of(&r.metadata) == Some(&runtime_id));
+                    let record = records
+                        .iter()
+                        .find(|r| r.meta.runtime_id.as_deref() == Some(runtime_id.as_str()));
                     let Some(record) = record else { continue };
                     if self.remove_lost(record).await? {
                         tracing::warn!(%runtime_id, "removed a runtime whose secret is gone");
@@ -227,12 +228,10 @@ impl KubernetesBackend {
                 }
                 RecordAction::Repair(i) => {
                     let record = &records[i];
-                    let has_secret = runtime_id_of(&record.metadata)
-                        .is_some_and(|id| store.secret(&object_name(id)).is_some());
-                    tracing::info!(
-                        runtime_id = runtime_id_of(&record.metadata),
-                        "recreating missing objects of a runtime"
-                    );
+                    let runtime_id = record.meta.runtime_id.as_deref();
+                    let has_secret =
+                        runtime_id.is_some_and(|id| store.secret(&object_name(id)).is_some());
+                    tracing::info!(runtime_id, "recreating missing objects of a runtime");
                     self.ensure_objects(record, has_secret, None).await?;
                     writer.event(record, true, "Repaired", "recreated missing objects".into());
                     report.repaired += 1;
@@ -285,6 +284,7 @@ impl KubernetesBackend {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     use super::*;
@@ -339,7 +339,8 @@ mod tests {
     }
 
     fn run(records: &[ConfigMap], objects: &[(Kind, ObjectMeta)], claims: bool) -> SweepPlan {
-        let records: Vec<&ConfigMap> = records.iter().collect();
+        let records: Vec<CachedRecord> = records.iter().map(CachedRecord::of).collect();
+        let records: Vec<&CachedRecord> = records.iter().collect();
         let metas = summaries(objects);
         let objects: Vec<(Kind, &Meta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
         plan(&records, &objects, claims, true, GRACE, now())
@@ -399,11 +400,15 @@ mod tests {
         let objects: Vec<(Kind, ObjectMeta)> =
             complete("g", 600, false).into_iter().filter(|(k, _)| *k != Kind::Ingress).collect();
         let records = [record("g", 600, false)];
-        let refs: Vec<&ConfigMap> = records.iter().collect();
+        let records: Vec<CachedRecord> = records.iter().map(CachedRecord::of).collect();
+        let refs: Vec<&CachedRecord> = records.iter().collect();
         let metas = summaries(&objects);
         let metas: Vec<(Kind, &Meta)> = metas.iter().map(|(k, m)| (*k, m)).collect();
         assert!(plan(&refs, &metas, false, false, GRACE, now()).records.is_empty());
-        assert_eq!(run(&records, &objects, false).records, [RecordAction::Repair(0)]);
+        assert_eq!(
+            run(&[record("g", 600, false)], &objects, false).records,
+            [RecordAction::Repair(0)]
+        );
     }
 
     #[test]

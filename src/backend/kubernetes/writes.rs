@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::cached::CachedRecord;
 use super::record::{managed_selector, runtime_selector};
 use crate::runtime::{BackendError, BackendResult};
 use crate::telemetry::Metrics;
@@ -344,11 +345,11 @@ impl Writer {
 
     /// Records a Kubernetes Event on the runtime's record, in the background (events are for
     /// humans; they must not slow requests down or fail them).
-    pub fn event(&self, record: &ConfigMap, warning: bool, reason: &str, note: String) {
-        if record.metadata.uid.is_none() {
+    pub fn event(&self, record: &CachedRecord, warning: bool, reason: &str, note: String) {
+        if record.meta.uid.is_empty() {
             return;
         }
-        let reference = record.object_ref(&());
+        let reference = record.object_reference(&self.namespace);
         let recorder = self.recorder.clone();
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
