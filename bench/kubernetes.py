@@ -841,6 +841,9 @@ def main() -> int:
     if "KUBECONFIG" not in os.environ:
         raise SystemExit("KUBECONFIG is not set (eval \"$(scripts/cluster.sh up)\")")
     cfg = MODES[args.mode]
+    if os.environ.get("BENCH_STEPS"):  # e.g. 100,1000,5000 on a machine that cannot hold 20,000
+        steps = sorted(int(n) for n in os.environ["BENCH_STEPS"].split(","))
+        cfg = dict(cfg, steps=steps)
     if os.environ.get("RUNTIME_API_BIN"):
         os.environ["RUNTIME_API_BIN"] = os.path.abspath(os.environ["RUNTIME_API_BIN"])
     from process_backend import machine_info  # same machine description as the process benchmark

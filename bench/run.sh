@@ -11,7 +11,9 @@
 # Brings up its OWN control plane (scripts/cluster.sh with the CLUSTER_* settings below, on ports
 # of its own, 10 kwok nodes of 2,500 pods) and takes it down at the end, also on failure.
 # Binary: $RUNTIME_API_BIN, else target/release/runtime-api, else target/debug/runtime-api (not
-# built here). Environment: BENCH_SKIP_PROCESS=1 skips the process backend part.
+# built here). Environment: BENCH_SKIP_PROCESS=1 skips the process backend part; BENCH_STEPS=100,1000,5000
+# replaces the runtime counts of the Kubernetes part (the last one gets the restart, the maintenance
+# round and /stop of all), for a machine that cannot hold 20,000.
 # Exit status non-zero when any step or check failed.
 set -euo pipefail
 
