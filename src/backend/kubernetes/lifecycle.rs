@@ -292,8 +292,14 @@ impl KubernetesBackend {
     /// that snapshot: a start completing it touches the record before it creates the Secret, so
     /// the sweep never removes a runtime a client was just given. `false` when it was spared.
     pub(super) async fn remove_lost(&self, record: &CachedRecord) -> BackendResult<bool> {
-        let Some(runtime_id) = record.meta.runtime_id.as_deref() else { return Ok(false) };
-        let version = &record.meta.resource_version;
+        let (Some(runtime_id), version) =
+            (record.meta.runtime_id.as_deref(), &record.meta.resource_version)
+        else {
+            return Ok(false);
+        };
+        if version.is_empty() {
+            return Ok(false);
+        }
         // The cache's Secrets may be a moment behind its records: ask the API server.
         if self.writer().get_secret(&object_name(runtime_id)).await?.is_some() {
             return Ok(false);

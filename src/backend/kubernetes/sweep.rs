@@ -171,24 +171,26 @@ impl KubernetesBackend {
         }
         let records = store.records();
         let (secrets, pods) = (store.secrets(), store.pods());
-        let services: Vec<Service> = writer.list_managed("services").await?;
-        let ingresses: Vec<Ingress> = writer.list_managed("ingresses").await?;
+        let mut listed: Vec<(Kind, Meta)> = Vec::new();
+        let services = writer.list_managed_meta::<Service>("services").await?;
+        listed.extend(services.into_iter().map(|meta| (Kind::Service, meta)));
+        let ingresses = writer.list_managed_meta::<Ingress>("ingresses").await?;
+        listed.extend(ingresses.into_iter().map(|meta| (Kind::Ingress, meta)));
+        // Whole: the shared one's spec is compared with the wanted one's.
         let policies: Vec<NetworkPolicy> = writer.list_managed("network policies").await?;
         // Before any per-sandbox policy is deleted as an orphan below.
         self.keep_network_policy(&policies).await?;
+        listed.extend(policies.iter().map(|o| (Kind::NetworkPolicy, Meta::of(&o.metadata))));
+        drop(policies);
         let claims_expected = s.workspace_storage_size.is_some();
-        let claims: Vec<PersistentVolumeClaim> =
-            if claims_expected { writer.list_managed("claims").await? } else { Vec::new() };
+        if claims_expected {
+            let claims = writer.list_managed_meta::<PersistentVolumeClaim>("claims").await?;
+            listed.extend(claims.into_iter().map(|meta| (Kind::Claim, meta)));
+        }
 
         // Pool members are not orphans (unless claimed by a replica that died before its record).
         let now = jiff::Timestamp::now();
         let members = super::pool::protected(&pods, s.orphan_grace, now);
-        let listed: Vec<(Kind, Meta)> = (services.iter().map(|o| (Kind::Service, &o.metadata)))
-            .chain(ingresses.iter().map(|o| (Kind::Ingress, &o.metadata)))
-            .chain(policies.iter().map(|o| (Kind::NetworkPolicy, &o.metadata)))
-            .chain(claims.iter().map(|o| (Kind::Claim, &o.metadata)))
-            .map(|(kind, meta)| (kind, Meta::of(meta)))
-            .collect();
         let mut objects: Vec<(Kind, &Meta)> = Vec::new();
         objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.meta)));
         objects.extend(pods.iter().map(|o| (Kind::Pod, &o.meta)));

@@ -15,10 +15,41 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::cached::CachedRecord;
+use super::cached::{CachedRecord, Meta};
 use super::record::{managed_selector, runtime_selector};
 use crate::runtime::{BackendError, BackendResult};
 use crate::telemetry::Metrics;
+
+/// Objects per page of the sweep's lists (client-go's default).
+const LIST_PAGE_SIZE: u32 = 500;
+
+/// A page of the list of every object this service manages: the first, or the one `token`
+/// (the previous page's continue token) points at.
+fn managed_page(token: Option<String>) -> ListParams {
+    let params = ListParams::default().labels(&managed_selector(None)).limit(LIST_PAGE_SIZE);
+    match token {
+        Some(token) => params.continue_token(&token),
+        None => params,
+    }
+}
+
+/// Every item of a paged list: `fetch` gets each page's continue token (none for the first) and
+/// answers with its items and the next token; an absent or empty token ends the list.
+async fn all_pages<T, Fut>(mut fetch: impl FnMut(Option<String>) -> Fut) -> BackendResult<Vec<T>>
+where
+    Fut: Future<Output = BackendResult<(Vec<T>, Option<String>)>>,
+{
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = fetch(token).await?;
+        all.extend(items);
+        token = next.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(all);
+        }
+    }
+}
 
 /// Maps Kubernetes API failures to the service's error kinds, keeping the failure as the source.
 pub fn kube_error(context: &str, e: kube::Error) -> BackendError {
@@ -324,16 +355,38 @@ impl Writer {
         result.map_err(|e| kube_error("reading a secret", e))
     }
 
-    /// Every object of a kind this service manages (for kinds the cache does not hold).
+    /// Every object of a kind this service manages (for kinds the cache does not hold), in pages.
     pub async fn list_managed<K>(&self, what: &str) -> BackendResult<Vec<K>>
     where
         K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
         <K as Resource>::DynamicType: Default,
     {
-        let params = ListParams::default().labels(&managed_selector(None));
-        let list = self.read(self.api::<K>().list(&params)).await;
-        self.count("list", what, &list);
-        Ok(list.map_err(|e| kube_error(&format!("listing {what}"), e))?.items)
+        all_pages(|token| async move {
+            let page = self.read(self.api::<K>().list(&managed_page(token))).await;
+            self.count("list", what, &page);
+            let page = page.map_err(|e| kube_error(&format!("listing {what}"), e))?;
+            Ok((page.items, page.metadata.continue_))
+        })
+        .await
+    }
+
+    /// The metadata of every object of a kind this service manages (what the orphan sweep needs
+    /// of the kinds the cache does not hold): only metadata crosses the wire, one page at a time
+    /// is held whole, and each object is kept as its [`Meta`]. (5,000 Services and Ingresses
+    /// listed whole, in one response each, left the resident memory at 175 MiB instead of 50.)
+    pub async fn list_managed_meta<K>(&self, what: &str) -> BackendResult<Vec<Meta>>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        all_pages(|token| async move {
+            let page = self.read(self.api::<K>().list_metadata(&managed_page(token))).await;
+            self.count("list", what, &page);
+            let page = page.map_err(|e| kube_error(&format!("listing {what}"), e))?;
+            let metas = page.items.iter().map(|o| Meta::of(&o.metadata)).collect();
+            Ok((metas, page.metadata.continue_))
+        })
+        .await
     }
 
     /// A Secret this service does not manage (an image pull secret), if it exists.
@@ -369,6 +422,35 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_page_of_a_list_is_read_until_the_token_runs_out() {
+        // The last page's token: absent, or empty (what the API server sends).
+        for last in [None, Some(String::new())] {
+            let asked = std::sync::Mutex::new(Vec::new());
+            let all = all_pages(|token: Option<String>| {
+                asked.lock().unwrap().push(token.clone());
+                let page = match token.as_deref() {
+                    None => (vec![1, 2], Some("a".to_string())),
+                    Some("a") => (vec![3], Some("b".to_string())),
+                    _ => (vec![4], last.clone()),
+                };
+                async move { Ok(page) }
+            })
+            .await
+            .unwrap();
+            assert_eq!(all, [1, 2, 3, 4]);
+            let asked = asked.into_inner().unwrap();
+            assert_eq!(asked, [None, Some("a".to_string()), Some("b".to_string())]);
+        }
+        let failing = all_pages::<u8, _>(|token| async move {
+            match token {
+                None => Ok((vec![1], Some("a".to_string()))),
+                Some(_) => Err(BackendError::unavailable("the API server went away")),
+            }
+        });
+        assert!(failing.await.is_err(), "a failed page fails the list");
+    }
     use crate::runtime::ErrorKind;
 
     fn api_error(code: u16, message: &str) -> kube::Error {
