@@ -19,7 +19,7 @@ use kube::runtime::reflector::Lookup;
 use super::pool::{
     ANNOTATION_CLAIMED_AT, INIT_KEY, LABEL_POOL, LABEL_POOL_SHAPE, LABEL_POOL_STATE, STATE_CLAIMED,
 };
-use super::record::{ANNOTATION_LAST_ACTIVITY, RecordInfo, runtime_id_of};
+use super::record::{ANNOTATION_LAST_ACTIVITY, RecordInfo, runtime_id_of, secret_value};
 use super::status::{self, Observed};
 
 /// The key of a runtime's Secret that reads use.
@@ -170,10 +170,7 @@ pub struct CachedSecret {
 
 impl CachedSecret {
     pub fn of(secret: &Secret) -> CachedSecret {
-        let value = |key: &str| {
-            let bytes = secret.data.as_ref()?.get(key)?;
-            String::from_utf8(bytes.0.clone()).ok()
-        };
+        let value = |key: &str| secret_value(secret, key);
         let member = secret.metadata.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_POOL));
         CachedSecret {
             meta: Meta::of(&secret.metadata),

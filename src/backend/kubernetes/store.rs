@@ -292,8 +292,6 @@ where
         let name = health[slot].0;
         watcher(api, config)
             .default_backoff()
-            // managedFields are large and never read: dropping them keeps the cache small.
-            .modify(|obj| obj.managed_fields_mut().clear())
             .map_ok(move |event| {
                 let kept = kept(&event, keep);
                 let mut state = views.lock();
