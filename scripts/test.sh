@@ -100,10 +100,7 @@ diff "$STATE_BEFORE" <(tests/cluster/machine-state.sh) \
 step "Kubernetes warm pools (tests/kpool.rs): a kwok-only cluster whose pods have loopback addresses, where the test answers /api/init"
 eval "$(CLUSTER_REAL_NODE=0 CLUSTER_POD_CIDR=127.1.0.1/16 scripts/cluster.sh up)"
 trap 'CLUSTER_REAL_NODE=0 scripts/cluster.sh down' EXIT
-# One at a time: with two at once, the lifecycle test's sweep (ORPHAN_GRACE_SECONDS=1, timestamps in
-# whole seconds) sometimes took a new member's workspace claim for an orphan before the member's pod,
-# created after it, was in the cache; its claim then failed and the start went cold.
-cargo test --locked --test kpool -- --ignored --test-threads 1
+cargo test --locked --test kpool -- --ignored --test-threads 2
 trap - EXIT
 CLUSTER_REAL_NODE=0 scripts/cluster.sh down
 

@@ -680,13 +680,13 @@ impl Backend for KubernetesBackend {
     }
 }
 
-/// The agent server of a runtime, through its Service, inside the cluster.
 /// Whether the record's current pod generation was decided less than `grace` ago.
 fn decided_recently(info: &RecordInfo, grace: Duration) -> bool {
     info.generation_at
         .is_some_and(|t| jiff::Timestamp::now().duration_since(t).unsigned_abs() < grace)
 }
 
+/// The agent server of a runtime, through its Service, inside the cluster.
 fn agent_url(s: &KubeSettings, runtime_id: &str) -> String {
     format!("http://{}.{}.svc:{}", object_name(runtime_id), s.namespace, s.ports.agent)
 }

@@ -87,6 +87,15 @@ pub struct SweepPlan {
     pub records: Vec<RecordAction>,
 }
 
+/// Whether an object created at `created` is older than `grace` at `now`. Creation timestamps are
+/// whole seconds, rounded down: an object stamped 12:00:00 may have been made at 12:00:00.99, so
+/// its age counts from the end of that second (else a grace of 1 s could be no grace at all).
+pub fn older_than(created: Option<jiff::Timestamp>, grace: Duration, now: jiff::Timestamp) -> bool {
+    let Some(created) = created else { return false };
+    let latest = created + jiff::SignedDuration::from_secs(1);
+    now > latest && now.duration_since(latest).unsigned_abs() > grace
+}
+
 /// Decides a sweep round from a snapshot of the records and the objects of every kind. Objects
 /// (and records) younger than `grace` may belong to a start in flight and are left alone;
 /// `claims_expected` and `ingress_expected` say whether runtimes have those objects.
@@ -98,9 +107,7 @@ pub fn plan(
     grace: Duration,
     now: jiff::Timestamp,
 ) -> SweepPlan {
-    let old_enough = |created: Option<jiff::Timestamp>| {
-        created.is_some_and(|t| now.duration_since(t).unsigned_abs() > grace)
-    };
+    let old_enough = |created: Option<jiff::Timestamp>| older_than(created, grace, now);
     let known: HashSet<&str> =
         records.iter().filter_map(|r| r.meta.runtime_id.as_deref()).collect();
     // The one pod each readable record wants: none while paused, else its generation's.
@@ -169,8 +176,11 @@ impl KubernetesBackend {
         if !due(last, store.changed_at(), s.orphan_grace, every, started) {
             return Ok(SweepReport::default());
         }
-        let records = store.records();
-        let (secrets, pods) = (store.secrets(), store.pods());
+        // Ages count at the round's start, and the cache is read after the lists: an object a
+        // list shows old enough was made more than the grace before the cache's snapshot, so what
+        // was written with it (a member's pod after its claim, a record before its objects) is in
+        // that snapshot unless its writer took longer than the grace.
+        let now = jiff::Timestamp::now();
         let mut listed: Vec<(Kind, Meta)> = Vec::new();
         let services = writer.list_managed_meta::<Service>("services").await?;
         listed.extend(services.into_iter().map(|meta| (Kind::Service, meta)));
@@ -188,8 +198,9 @@ impl KubernetesBackend {
             listed.extend(claims.into_iter().map(|meta| (Kind::Claim, meta)));
         }
 
+        let records = store.records();
+        let (secrets, pods) = (store.secrets(), store.pods());
         // Pool members are not orphans (unless claimed by a replica that died before its record).
-        let now = jiff::Timestamp::now();
         let members = super::pool::protected(&pods, s.orphan_grace, now);
         let mut objects: Vec<(Kind, &Meta)> = Vec::new();
         objects.extend(secrets.iter().map(|o| (Kind::Secret, &o.meta)));
@@ -381,6 +392,21 @@ mod tests {
             ]
         );
         assert!(plan.records.is_empty());
+    }
+
+    #[test]
+    fn ages_count_from_the_end_of_the_stamped_second() {
+        // Stamped 61 s ago with a grace of 60 s: made between 61 and 60 s ago, maybe not older.
+        let objects = [complete("edge", 61, true), complete("old", 62, true)].concat();
+        let plan = run(&[], &objects, true);
+        assert!(plan.orphans.iter().all(|(_, name)| !name.contains("edge")), "{plan:?}");
+        assert_eq!(plan.orphans.len(), 5, "{plan:?}");
+        let stamped = |s: i64| Some(now() - jiff::SignedDuration::from_secs(s));
+        let one = Duration::from_secs(1);
+        assert!(!older_than(stamped(1), Duration::ZERO, now()), "maybe made just now");
+        assert!(older_than(stamped(2), one - Duration::from_millis(1), now()));
+        assert!(!older_than(stamped(-5), one, now()), "a clock behind the API server's");
+        assert!(!older_than(None, one, now()));
     }
 
     #[test]
