@@ -6,6 +6,7 @@ pub mod backend;
 pub mod config;
 pub mod gateway;
 pub mod maintenance;
+pub mod memory;
 pub mod pool;
 pub mod registry;
 pub mod runtime;

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use runtime_api::config::{Config, LoadError};
-use runtime_api::{server, telemetry};
+use runtime_api::{memory, server, telemetry};
 
 fn main() -> ExitCode {
+    memory::limit_arenas();
     let config = match Config::load(std::env::args_os()) {
         Ok((config, warnings)) => {
             for line in warnings {

@@ -13,6 +13,7 @@ use crate::config::{BackendKind, Config};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::maintenance::lease::{self, LeaseSettings};
 use crate::maintenance::{self, MaintenanceSettings};
+use crate::memory;
 use crate::runtime::{Backend, BackendError};
 use crate::telemetry::Metrics;
 
@@ -104,6 +105,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         leader_rx.clone(),
         shutdown_rx.clone(),
     )));
+    background.push(tokio::spawn(memory::keep_trimmed(memory::TRIM_INTERVAL, shutdown_rx.clone())));
     background.push(tokio::spawn(maintenance::run(
         backend.clone(),
         maintenance_settings,
