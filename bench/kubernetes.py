@@ -838,7 +838,9 @@ def cluster_info(kube: httpx.Client) -> dict:
     if gomod.exists():
         m = re.search(r"sigs\.k8s\.io/kwok (v\S+)", gomod.read_text())
         kwok = m.group(1) if m else None
-    return {"kubernetes": version, "kwok": kwok, "nodes": len(nodes), "node_capacity": cap}
+    off = [c for c in os.environ.get("CLUSTER_CONTROLLERS_OFF", "").split(",") if c]
+    return {"kubernetes": version, "kwok": kwok, "nodes": len(nodes), "node_capacity": cap,
+            "controllers_off": off}
 
 
 def main() -> int:

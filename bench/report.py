@@ -141,6 +141,7 @@ def table(k8s: dict, proc: dict | None) -> str:
             f"machine: {m['cores']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB RAM, kernel {m['kernel']}; "
             f"load average (1 min) {m['loadavg_at_start'][0]:.1f} at the start, {k8s['loadavg_at_end'][0]:.1f} at the end; "
             f"Kubernetes {c['kubernetes']} + kwok {c['kwok']}, {c['nodes']} fake nodes, all on this machine"
+            + (f" (controller manager without {', '.join(c['controllers_off'])})" if c.get("controllers_off") else "")
             + (f"; process part: agent server {proc['machine'].get('openhands_agent_server')}, {proc['date']}" if proc else "")
             + ".\n\n")
     return (head + "| measurement | runtime-api | limit (measured in the same run) | ratio | machine |\n"

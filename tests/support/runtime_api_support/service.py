@@ -28,7 +28,8 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def binary_path() -> Path:
-    return Path(os.environ.get("RUNTIME_API_BIN") or REPO_ROOT / "target" / "debug" / "runtime-api")
+    # absolute: the service runs in a directory of its own, where a relative path means nothing
+    return Path(os.environ.get("RUNTIME_API_BIN") or REPO_ROOT / "target" / "debug" / "runtime-api").absolute()
 
 
 def venv_bin() -> Path:
