@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::runtime::{Backend, Candidate, Status};
+use crate::runtime::{Backend, Candidate, Readiness, Status};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -190,7 +190,7 @@ pub async fn keep_pools(
             _ = tokio::time::sleep(POOL_TICK) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        if !*leader.borrow() {
+        if !*leader.borrow() || !caches_complete(&*backend) {
             continue;
         }
         if let Err(e) = backend.keep_pools().await {
@@ -199,7 +199,21 @@ pub async fn keep_pools(
     }
 }
 
-/// One pass over every runtime, then the orphan sweep.
+/// Whether the backend's caches have listed everything once. Until then a replica that has just
+/// started sees some runtimes, or runtimes without their Secrets or pods: the sweep would take
+/// their objects for orphans (and delete them) or their pods for missing (and recreate them), the
+/// pools their members for missing. So no round and no pool refill decides anything before.
+fn caches_complete(backend: &dyn Backend) -> bool {
+    match backend.reads_complete() {
+        Readiness::Ready => true,
+        Readiness::NotReady(reason) => {
+            tracing::debug!(%reason, "maintenance waits for the caches");
+            false
+        }
+    }
+}
+
+/// One pass over every runtime, then the orphan sweep; nothing while the caches are incomplete.
 pub async fn round(
     backend: &dyn Backend,
     settings: &MaintenanceSettings,
@@ -208,6 +222,10 @@ pub async fn round(
     leader: &watch::Receiver<bool>,
     seen: &mut Seen,
 ) {
+    if !caches_complete(backend) {
+        metrics.maintenance("round", "waiting_for_caches");
+        return;
+    }
     let candidates = match backend.candidates().await {
         Ok(c) => c,
         Err(e) => {
@@ -408,6 +426,32 @@ mod tests {
         assert!(matches!(decide(&c, None, None, &s), Some(Action::Stop { kind: "dead_stop", .. })));
         let off = MaintenanceSettings { dead: Duration::ZERO, ..s };
         assert_eq!(decide(&c, None, None, &off), None);
+    }
+
+    /// A regression: a replica that had just started could sweep with caches that had not listed
+    /// yet (the first round comes one interval after the start; at 20,000 runtimes the initial
+    /// lists took 17 s), and runtimes missing from them look orphaned. Here the caches never list
+    /// (nothing answers at that address), so a sweep would fail: a round must not get that far.
+    #[tokio::test]
+    async fn no_round_and_no_sweep_before_the_caches_are_complete() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+            .unwrap();
+        let metrics = Metrics::new();
+        let kube_settings = crate::backend::kubernetes::settings::tests::settings("subdomain");
+        let backend = crate::backend::kubernetes::KubernetesBackend::with_client(
+            client,
+            kube_settings,
+            metrics.clone(),
+            "test",
+        )
+        .unwrap();
+        let (_leader_tx, leader) = watch::channel(true);
+        let http = reqwest::Client::new();
+        round(&backend, &settings(), &metrics, &http, &leader, &mut Seen::default()).await;
+        let text = metrics.encode();
+        assert!(text.contains(r#"operation="round",outcome="waiting_for_caches""#), "{text}");
+        assert!(!text.contains(r#"operation="sweep""#), "{text}");
     }
 
     #[test]
