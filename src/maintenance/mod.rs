@@ -435,8 +435,9 @@ mod tests {
     #[tokio::test]
     async fn no_round_and_no_sweep_before_the_caches_are_complete() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
-            .unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
         let metrics = Metrics::new();
         let kube_settings = crate::backend::kubernetes::settings::tests::settings("subdomain");
         let backend = crate::backend::kubernetes::KubernetesBackend::with_client(
