@@ -30,11 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
+from kubernetes import COMMAND, IMAGE  # noqa: E402
 from lean import Lean  # noqa: E402
 from runtime_api_support.service import Service  # noqa: E402
-
-IMAGE = "ghcr.io/openhands/agent-server:1.58.2-python"
-COMMAND = "/usr/local/bin/openhands-agent-server --port 60000"
 
 
 def memory(pid: int) -> dict[str, float]:

@@ -39,15 +39,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
-from kubernetes import (apiserver_read_counts, check, delete_namespace, delta, ensure_namespace,  # noqa: E402
-                        kubeconfig_client, log, ok, traffic_window)
+from kubernetes import (COMMAND, IMAGE, apiserver_read_counts, check, delete_namespace, delta,  # noqa: E402
+                        ensure_namespace, kubeconfig_client, log, ok, traffic_window)
 from lean import Lean  # noqa: E402
 from memory import memory, start as start_ours  # noqa: E402
 from runtime_api_support.service import free_port, wait_for  # noqa: E402
 from stats import summary  # noqa: E402
-
-IMAGE = "ghcr.io/openhands/agent-server:1.58.2-python"
-COMMAND = "/usr/local/bin/openhands-agent-server --port 60000"
 
 
 class Original:
