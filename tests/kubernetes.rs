@@ -250,6 +250,42 @@ async fn mixed_case_session_ids_are_distinct_and_names_are_safe() {
     assert_eq!(batch.as_array().unwrap().len(), 2);
 }
 
+/// The batch answers from the kept views: each entry must be what `/sessions/{id}` says, in the
+/// order asked, unknown sessions left out, and a pause must show at once.
+#[tokio::test]
+#[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
+async fn sessions_batch_answers_the_current_views_in_request_order() {
+    let ns = TestNamespace::new("batch").await;
+    let state = StateDir::new();
+    let svc = ns.service(&state, &[]).await;
+    let first = svc.start_session("batch-first").await;
+    let second = svc.start_session("batch-second").await;
+    async fn batch(svc: &Service) -> Value {
+        let (code, body) = svc.get("/sessions/batch?ids=batch-second,nobody&ids=batch-first").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+    async fn one(svc: &Service, session_id: &str) -> Value {
+        svc.get(&format!("/sessions/{session_id}")).await.1
+    }
+    for r in [&first, &second] {
+        svc.wait_running(r["runtime_id"].as_str().unwrap()).await; // no status change in between
+    }
+    let expected = json!([one(&svc, "batch-second").await, one(&svc, "batch-first").await]);
+    assert_eq!(batch(&svc).await, expected);
+    assert_eq!(expected[1]["runtime_id"], first["runtime_id"]);
+    assert_eq!(expected[0]["runtime_id"], second["runtime_id"]);
+
+    let (code, paused) = svc.post("/pause", json!({"runtime_id": first["runtime_id"]})).await;
+    assert_eq!(code, 200, "{paused}");
+    let answer = batch(&svc).await;
+    assert_eq!(answer[1]["status"], "paused", "{answer}");
+    assert_eq!(answer, json!([one(&svc, "batch-second").await, one(&svc, "batch-first").await]));
+    for r in [&first, &second] {
+        svc.post("/stop", json!({"runtime_id": r["runtime_id"]})).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes API server: run scripts/test.sh"]
 async fn twenty_concurrent_starts_for_one_session_create_one_runtime() {

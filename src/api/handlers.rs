@@ -137,19 +137,29 @@ pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> A
     // Oldest first, so pagination is stable and V1's "pause the oldest" logic sees a clear order.
     let page = state.backend.list_page(&query.filter, query.offset, query.limit).await?;
     // The runtimes come serialised: the answer is their concatenation (a `RuntimeList`).
-    let size = page.runtimes.iter().map(|r| r.len() + 1).sum::<usize>() + 40;
-    let mut body = String::with_capacity(size);
-    body.push_str("{\"runtimes\":[");
-    for (i, runtime) in page.runtimes.iter().enumerate() {
+    let mut body = String::from("{\"runtimes\":");
+    json_array(&mut body, &page.runtimes);
+    body.push_str(",\"total\":");
+    body.push_str(&page.total.to_string());
+    body.push('}');
+    Ok(json_response(body))
+}
+
+/// Appends `[a,b,...]` of values that are JSON already.
+fn json_array(body: &mut String, items: &[std::sync::Arc<str>]) {
+    body.reserve(items.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    body.push('[');
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(runtime);
+        body.push_str(item);
     }
-    body.push_str("],\"total\":");
-    body.push_str(&page.total.to_string());
-    body.push('}');
-    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+    body.push(']');
+}
+
+fn json_response(body: String) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[utoipa::path(get, path = "/runtime/{runtime_id}", tag = "runtimes",
@@ -211,15 +221,12 @@ pub async fn get_session(
 pub async fn sessions_batch(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Vec<Runtime>>> {
+) -> ApiResult<Response> {
     let ids = batch_ids(query.as_deref())?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in &ids {
-        if let Some(runtime) = state.backend.get_by_session(id).await? {
-            found.push(runtime);
-        }
-    }
-    Ok(Json(found))
+    let found = state.backend.sessions_page(&ids).await?;
+    let mut body = String::new();
+    json_array(&mut body, &found);
+    Ok(json_response(body))
 }
 
 #[utoipa::path(get, path = "/registry_prefix", tag = "images",

@@ -160,6 +160,13 @@ pub enum Readiness {
     NotReady(String),
 }
 
+/// A runtime's JSON as the API sends it.
+fn serialised(runtime: &Runtime) -> BackendResult<Arc<str>> {
+    serde_json::to_string(runtime)
+        .map(Arc::from)
+        .map_err(|e| BackendError::internal(format!("cannot serialise a runtime: {e}")))
+}
+
 /// Where runtimes live. Both implementations keep the contract's semantics: `start` is idempotent
 /// per session, pause keeps everything needed to resume exactly, stop removes everything.
 #[async_trait]
@@ -186,10 +193,21 @@ pub trait Backend: Send + Sync + 'static {
             .iter()
             .skip(offset)
             .take(limit.unwrap_or(usize::MAX))
-            .map(|r| serde_json::to_string(r).map(Arc::from))
-            .collect::<Result<_, _>>()
-            .map_err(|e| BackendError::internal(format!("cannot serialise a runtime: {e}")))?;
+            .map(serialised)
+            .collect::<BackendResult<_>>()?;
         Ok(ListPage { runtimes, total })
+    }
+    /// `/sessions/batch`: the runtimes of the sessions that have one, in the order asked, each
+    /// serialised. By default from [`Backend::get_by_session`]; a backend that keeps its views
+    /// serialised answers from those.
+    async fn sessions_page(&self, session_ids: &[String]) -> BackendResult<Vec<Arc<str>>> {
+        let mut found = Vec::with_capacity(session_ids.len());
+        for id in session_ids {
+            if let Some(runtime) = self.get_by_session(id).await? {
+                found.push(serialised(&runtime)?);
+            }
+        }
+        Ok(found)
     }
     /// How many runtimes are in `status`, for the gauges (by default counted from a listing).
     async fn status_counts(&self) -> BackendResult<Vec<(Status, usize)>> {

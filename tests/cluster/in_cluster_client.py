@@ -293,8 +293,11 @@ def leader_dies_during_starts() -> None:
     sa = "/var/run/secrets/kubernetes.io/serviceaccount"
     with open(f"{sa}/token") as f:
         token = f.read()
-    kube = httpx.Client(base_url="https://kubernetes.default.svc", verify=f"{sa}/ca.crt",
-                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    # Connection failures retried as in api(): a DNS lookup of the API server's name failed once
+    # ("Temporary failure in name resolution") after this step's checks had passed.
+    kube = httpx.Client(base_url="https://kubernetes.default.svc",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                        transport=httpx.HTTPTransport(verify=f"{sa}/ca.crt", retries=5))
     lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}"
     leader = kube.get(lease_path).json()["spec"]["holderIdentity"]
     sessions = [f"in-cluster-failover-{i}-{uuid.uuid4()}" for i in range(10)]

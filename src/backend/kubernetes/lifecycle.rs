@@ -442,6 +442,17 @@ impl Backend for KubernetesBackend {
         Ok(self.read_views(|views| views.page(filter, offset, limit)))
     }
 
+    /// From the kept views, as `/list`: the records' index says which runtime each session has.
+    async fn sessions_page(&self, session_ids: &[String]) -> BackendResult<Vec<Arc<str>>> {
+        let store = &self.inner.store;
+        let runtime_ids: Vec<String> = session_ids
+            .iter()
+            .filter_map(|s| store.record_for_session(&ids::session_hash(s)))
+            .filter_map(|r| r.meta.runtime_id.clone())
+            .collect();
+        Ok(self.read_views(|views| runtime_ids.iter().filter_map(|id| views.json_of(id)).collect()))
+    }
+
     async fn status_counts(&self) -> BackendResult<Vec<(Status, usize)>> {
         Ok(self.read_views(|views| Status::ALL.map(|s| (s, views.count_of(s))).to_vec()))
     }

@@ -113,6 +113,12 @@ impl State {
         page
     }
 
+    /// The JSON of one runtime, if it has a view.
+    pub fn json_of(&self, runtime_id: &str) -> Option<Arc<str>> {
+        let key = self.order.get(runtime_id)?;
+        self.entries.get(key).map(|e| e.json.clone())
+    }
+
     /// Runtimes per status, kept as entries change.
     pub fn count_of(&self, status: Status) -> usize {
         self.counts.get(&status).copied().unwrap_or(0)
@@ -195,5 +201,24 @@ mod tests {
         assert_eq!(rebuilt, ["b", "c"]);
         let page = views.read(build, all, |s| s.page(&ListFilter::All, 0, Some(1)));
         assert_eq!((ids(&page), page.total), (vec!["c".into()], 2));
+    }
+
+    #[test]
+    fn one_runtime_reads_its_current_json() {
+        let views = Views::default();
+        let current = Mutex::new(view("a", "2026-01-01T00:00:00Z", Status::Running));
+        let build = |id: &str| (id == "a").then(|| current.lock().unwrap().clone());
+        let status_of = |views: &Views| {
+            views.read(build, Vec::new, |s| {
+                let json: serde_json::Value = serde_json::from_str(&s.json_of("a")?).unwrap();
+                Some(json["status"].as_str()?.to_string())
+            })
+        };
+        views.lock().mark("a");
+        assert_eq!(status_of(&views).as_deref(), Some("running"));
+        current.lock().unwrap().status = Status::Paused;
+        views.lock().mark("a");
+        assert_eq!(status_of(&views).as_deref(), Some("paused"));
+        assert!(views.read(build, Vec::new, |s| s.json_of("nobody")).is_none());
     }
 }
