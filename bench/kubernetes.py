@@ -167,8 +167,8 @@ def strip(obj: dict) -> dict:
     ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     if obj["kind"] == "Pod":
         obj["spec"].pop("nodeName", None)
-    if obj["kind"] == "Service":
-        obj["spec"].pop("clusterIP", None)
+    if obj["kind"] == "Service" and obj["spec"].get("clusterIP") != "None":
+        obj["spec"].pop("clusterIP", None)  # an allocated one; a headless Service stays headless
         obj["spec"].pop("clusterIPs", None)
     return obj
 

@@ -213,6 +213,13 @@ pub struct KubernetesConfig {
     #[arg(long, env = "ROUTING_MODE", value_enum, default_value_t = RoutingMode::Subdomain)]
     pub routing_mode: RoutingMode,
 
+    /// Give each sandbox's Service a cluster IP. By default the Services are headless: their names
+    /// resolve to the pod (every port is the pod's own), with no IP to allocate per start (the API
+    /// server's allocator walks every allocated IP on each one) and no kube-proxy rules per sandbox
+    /// on every node. Set it for an ingress controller that needs cluster IPs.
+    #[arg(long, env = "SANDBOX_SERVICE_CLUSTER_IP", default_value_t = false)]
+    pub sandbox_service_cluster_ip: bool,
+
     /// Scheme of sandbox URLs handed to clients.
     #[arg(long, env = "SANDBOX_URL_SCHEME", default_value = "https")]
     pub sandbox_url_scheme: String,

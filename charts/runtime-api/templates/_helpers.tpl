@@ -111,6 +111,7 @@ stateDir: STATE_DIR
 processAgentCommand: PROCESS_AGENT_COMMAND
 routingMode: ROUTING_MODE
 sandboxUrlScheme: SANDBOX_URL_SCHEME
+sandboxServiceClusterIp: SANDBOX_SERVICE_CLUSTER_IP
 ingressTlsSecret: INGRESS_TLS_SECRET
 ingressAnnotations: INGRESS_ANNOTATIONS
 ingressNamespace: INGRESS_NAMESPACE

@@ -360,6 +360,10 @@ pub fn service(s: &KubeSettings, id: &Identity<'_>) -> Service {
         metadata: id.meta(object_name(id.runtime_id), COMPONENT_SERVICE, &s.namespace),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            // Headless: the name resolves to the pod as soon as it has an address, as a cluster
+            // IP would accept connections before the pod is ready.
+            cluster_ip: (!s.service_cluster_ip).then(|| "None".into()),
+            publish_not_ready_addresses: (!s.service_cluster_ip).then_some(true),
             selector: Some(sandbox_selector(id.runtime_id)),
             ports: Some(
                 ports
@@ -860,6 +864,17 @@ mod tests {
         for port in [60000, 60001, 12000, 12001] {
             assert!(service_ports.contains(&port), "{service_ports:?}");
         }
+        // Headless by default (a port is the pod's own: port and target port must agree).
+        let spec_of = |s: &KubeSettings| service(s, &id).spec.unwrap();
+        let headless = spec_of(&s);
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        for p in headless.ports.unwrap() {
+            assert_eq!(p.target_port, Some(IntOrString::Int(p.port)));
+        }
+        let with_ip =
+            spec_of(&settings(&["--routing-mode", "service", "--sandbox-service-cluster-ip"]));
+        assert_eq!((with_ip.cluster_ip, with_ip.publish_not_ready_addresses), (None, None));
         let p = pod(&s, &id, &spec(), None, 1, "2026-01-01T00:00:00Z");
         let env = p.spec.unwrap().containers[0].env.clone().unwrap();
         assert!(!env.iter().any(|e| e.name == "OH_VSCODE_BASE_PATH"));

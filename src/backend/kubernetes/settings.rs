@@ -20,6 +20,8 @@ pub struct KubeSettings {
     pub direct_routing: bool,
     pub direct_routing_cors_allow_origin: Option<String>,
     pub ingress_class: String,
+    /// Sandbox Services get a cluster IP (else headless).
+    pub service_cluster_ip: bool,
     pub ingress_tls_secret: Option<String>,
     pub ingress_annotations: BTreeMap<String, String>,
     pub ports: SandboxPorts,
@@ -73,6 +75,7 @@ impl KubeSettings {
             direct_routing: c.gateway.direct_routing,
             direct_routing_cors_allow_origin: c.gateway.direct_routing_cors_allow_origin.clone(),
             ingress_class: k.ingress_class.clone(),
+            service_cluster_ip: k.sandbox_service_cluster_ip,
             ingress_tls_secret: k.ingress_tls_secret.clone(),
             ingress_annotations: k.ingress_annotations.0.clone(),
             ports: c.sandbox.ports(),
