@@ -4,7 +4,7 @@
 #   --full   (default) 200 sequential + 200 concurrent starts, reads at 100 / 1,000 / 5,000 /
 #            20,000 runtimes, /stop of 1,000, the V1 pattern at 5,000, a restart, a maintenance
 #            round and /stop of all at 20,000, process backend 5 runs; results in bench/results/,
-#            the table also into bench/README.md. About an hour on 2 cores.
+#            the table also into bench/README.md. About 30 minutes (Kubernetes part) on 2 cores.
 #   --smoke  the same harness, small (20 + 20 starts, 10 / 50 runtimes, process backend 1 run);
 #            results in bench/results/smoke/ (not committed). About 2 minutes. For CI.
 #
